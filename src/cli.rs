@@ -1,0 +1,45 @@
+//! Command-line flags; every flag can also be set by a `CORRAL_*` environment variable.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(name = "corral", version, about = "A load balancer driven by the Rancher v1 and Consul agent APIs")]
+pub struct Args {
+    /// JSON configuration file (see config/corral.json); re-read on SIGHUP.
+    #[arg(long, env = "CORRAL_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+
+    /// Address of the control listener (API, status, metrics).
+    #[arg(long, env = "CORRAL_CONTROL_ADDR", default_value = "127.0.0.1:9180")]
+    pub control_addr: SocketAddr,
+
+    /// Address the load-balancer listeners bind to.
+    #[arg(long, env = "CORRAL_LISTEN_IP", default_value = "0.0.0.0")]
+    pub listen_ip: IpAddr,
+
+    /// Worker threads of the runtime; 0 means one per core.
+    #[arg(long, env = "CORRAL_WORKER_THREADS", default_value_t = 0)]
+    pub worker_threads: usize,
+
+    /// Log line format.
+    #[arg(long, env = "CORRAL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Plain)]
+    pub log_format: LogFormat,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Plain,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate a configuration file and exit: 0 if it would be served, 1 with the error if not.
+    Check,
+}

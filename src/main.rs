@@ -1,0 +1,129 @@
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use tokio::signal::unix::{signal, SignalKind};
+
+use corral::cli::{Args, Command, LogFormat};
+use corral::config::Config;
+use corral::runtime::Runtime;
+use corral::server::drain;
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    init_tracing(args.log_format);
+
+    if let Some(Command::Check) = args.command {
+        return check(&args);
+    }
+
+    let mut builder = if args.worker_threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        if args.worker_threads > 1 {
+            b.worker_threads(args.worker_threads);
+        }
+        b
+    };
+    let rt = match builder.enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("corral: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<(), String> {
+    let control = corral::server::bind_control(args.control_addr)
+        .map_err(|e| format!("cannot bind control listener {}: {e}", args.control_addr))?;
+    let runtime = Arc::new(Runtime::new(args.listen_ip, vec![args.control_addr.port()]));
+
+    let config = match &args.config {
+        Some(path) => Config::load(path).map_err(|e| e.to_string())?,
+        None => Config::default(),
+    };
+    runtime
+        .apply(&config)
+        .await
+        .map_err(|e| format!("configuration refused: {e}"))?;
+
+    let (control_signal, control_watch) = drain::channel();
+    tokio::spawn(corral::api::serve(control, runtime.clone(), control_watch));
+    tracing::info!(control = %args.control_addr, "corral started");
+
+    let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
+    let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+    loop {
+        tokio::select! {
+            _ = hup.recv() => reload(&runtime, args.config.as_deref()).await,
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+
+    let deadline = runtime.table().timeouts.drain();
+    tracing::info!(?deadline, "shutting down: draining connections");
+    tokio::join!(runtime.drain(deadline), async {
+        let _ = tokio::time::timeout(deadline, control_signal.drain()).await;
+    });
+    tracing::info!("shutdown complete");
+    Ok(())
+}
+
+/// SIGHUP: a valid file replaces the table; an invalid one is refused and the old table stays.
+async fn reload(runtime: &Runtime, path: Option<&std::path::Path>) {
+    let Some(path) = path else {
+        tracing::warn!("SIGHUP ignored: no --config file");
+        return;
+    };
+    let result = match Config::load(path) {
+        Ok(config) => runtime.apply(&config).await.map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    match result {
+        Ok(table) => tracing::info!(generation = table.generation(), "reload applied"),
+        Err(e) => tracing::error!(error = %e, "reload refused; the previous table keeps serving"),
+    }
+}
+
+fn check(args: &Args) -> ExitCode {
+    let Some(path) = &args.config else {
+        eprintln!("corral check: --config FILE is required");
+        return ExitCode::FAILURE;
+    };
+    let result = Config::load(path)
+        .map_err(|e| e.to_string())
+        .and_then(|c| {
+            corral::routing::build(&c, 1, &[args.control_addr.port()]).map_err(|e| e.to_string())
+        });
+    match result {
+        Ok(table) => {
+            println!("{}: ok ({} listeners)", path.display(), table.listeners().count());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{}: {e}", path.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Plain => builder.init(),
+    }
+}

@@ -1,0 +1,77 @@
+//! Why a request could not be proxied, and the one place that maps it to a status.
+
+use std::sync::Arc;
+
+use http::StatusCode;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("listener is closing")]
+    ListenerClosing,
+    #[error("no rule matches")]
+    NoRoute,
+    #[error("no usable target for service {service:?}")]
+    NoTarget { service: Arc<str> },
+    #[error("cannot connect to target {target}: {source}")]
+    Connect {
+        target: Arc<str>,
+        source: std::io::Error,
+    },
+    #[error("target {target} did not answer within {secs:.1}s")]
+    ResponseTimeout { target: Arc<str>, secs: f64 },
+    #[error("target {target} failed: {source}")]
+    Upstream {
+        target: Arc<str>,
+        source: hyper::Error,
+    },
+    #[error("target {target} answered 101 to a request that asked for no upgrade")]
+    UnsolicitedUpgrade { target: Arc<str> },
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+    #[error("method not allowed: {0}")]
+    MethodNotAllowed(&'static str),
+}
+
+impl ProxyError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::ListenerClosing | ProxyError::NoTarget { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::Connect { .. }
+            | ProxyError::Upstream { .. }
+            | ProxyError::UnsolicitedUpgrade { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::ResponseTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+        }
+    }
+
+    /// The short body a client sees: says what happened, names nothing internal.
+    pub fn body(&self) -> &'static str {
+        match self {
+            ProxyError::ListenerClosing => "503 Service Unavailable: listener closing\n",
+            ProxyError::NoRoute => "404 Not Found: no rule matches this host and path\n",
+            ProxyError::NoTarget { .. } => "503 Service Unavailable: no usable target\n",
+            ProxyError::Connect { .. } => "502 Bad Gateway: cannot connect to the target\n",
+            ProxyError::Upstream { .. } | ProxyError::UnsolicitedUpgrade { .. } => {
+                "502 Bad Gateway: invalid response from the target\n"
+            }
+            ProxyError::ResponseTimeout { .. } => "504 Gateway Timeout: the target did not answer in time\n",
+            ProxyError::BadRequest(_) => "400 Bad Request\n",
+            ProxyError::MethodNotAllowed(_) => "405 Method Not Allowed\n",
+        }
+    }
+
+    /// The target involved, if any, for the log line.
+    pub fn target(&self) -> Option<&str> {
+        match self {
+            ProxyError::Connect { target, .. }
+            | ProxyError::ResponseTimeout { target, .. }
+            | ProxyError::Upstream { target, .. }
+            | ProxyError::UnsolicitedUpgrade { target } => Some(target),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Layer-4 listeners (tcp, tls, sni, udp).

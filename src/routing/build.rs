@@ -1,0 +1,323 @@
+//! Compiling a [`Config`] into a [`RoutingTable`]: every check that decides whether a
+//! configuration can be served lives here, so a table that exists is a table that works.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+
+use super::routes::{Route, RouteSet};
+use super::{GroupId, HostPattern, HostPatternError, Listener, RoutingTable};
+use crate::balance::{Target, TargetGroup};
+use crate::config::{Config, Instance, Protocol};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BuildError {
+    #[error("port {port} is claimed by load balancers {first:?} and {second:?}")]
+    PortConflict {
+        port: u16,
+        first: String,
+        second: String,
+    },
+    #[error("port {port} is reserved (control listener)")]
+    PortReserved { port: u16 },
+    #[error("load balancer {lb:?}: port {port} mixes protocols {a} and {b}")]
+    MixedProtocols {
+        lb: String,
+        port: u16,
+        a: Protocol,
+        b: Protocol,
+    },
+    #[error("load balancer {lb:?}, rule {rule}: {source}")]
+    Hostname {
+        lb: String,
+        rule: usize,
+        source: HostPatternError,
+    },
+    #[error("load balancer {lb:?}, rule {rule}: path {path:?} must start with '/'")]
+    Path {
+        lb: String,
+        rule: usize,
+        path: String,
+    },
+    #[error("load balancer {lb:?}, rule {rule}: sourcePort must be 1-65535")]
+    SourcePort { lb: String, rule: usize },
+    #[error("load balancer {lb:?}, rule {rule}: {protocol} listeners are not supported yet")]
+    Unsupported {
+        lb: String,
+        rule: usize,
+        protocol: Protocol,
+    },
+    #[error("duplicate load balancer name {0:?}")]
+    DuplicateLoadBalancer(String),
+    #[error("duplicate service instance ID {0:?}")]
+    DuplicateInstance(String),
+}
+
+/// Compiles `config` into a table numbered `generation`. `reserved_ports` (the control
+/// listener's) may not be claimed by a rule.
+pub fn build(
+    config: &Config,
+    generation: u64,
+    reserved_ports: &[u16],
+) -> Result<RoutingTable, BuildError> {
+    let instances = index_instances(&config.services)?;
+    let mut groups = GroupBuilder::new(&instances);
+    let mut by_port: BTreeMap<u16, (Listener, Vec<Route>)> = BTreeMap::new();
+    let mut lb_names = std::collections::HashSet::new();
+
+    for lb in &config.load_balancers {
+        if !lb_names.insert(lb.name.as_str()) {
+            return Err(BuildError::DuplicateLoadBalancer(lb.name.clone()));
+        }
+        let lb_name: Arc<str> = lb.name.as_str().into();
+        let stickiness = lb.lb_config.stickiness_policy.clone().map(Arc::new);
+        for (i, rule) in lb.lb_config.port_rules.iter().enumerate() {
+            let err_lb = || lb.name.clone();
+            if rule.source_port == 0 {
+                return Err(BuildError::SourcePort { lb: err_lb(), rule: i });
+            }
+            if reserved_ports.contains(&rule.source_port) {
+                return Err(BuildError::PortReserved {
+                    port: rule.source_port,
+                });
+            }
+            if !rule.protocol.is_http() || rule.protocol == Protocol::Https {
+                return Err(BuildError::Unsupported {
+                    lb: err_lb(),
+                    rule: i,
+                    protocol: rule.protocol,
+                });
+            }
+            let host = HostPattern::parse(rule.hostname.as_deref().unwrap_or(""))
+                .map_err(|source| BuildError::Hostname {
+                    lb: err_lb(),
+                    rule: i,
+                    source,
+                })?;
+            let path = rule.path.as_deref().unwrap_or("");
+            if !path.is_empty() && !path.starts_with('/') {
+                return Err(BuildError::Path {
+                    lb: err_lb(),
+                    rule: i,
+                    path: path.to_string(),
+                });
+            }
+            let group = groups.group(&rule.service_id, rule.target_port);
+            let route = Route {
+                host,
+                // "/" and "" both mean "every path".
+                path: if path == "/" { "" } else { path }.into(),
+                priority: rule.priority,
+                group,
+                service: rule.service_id.as_str().into(),
+                name: format!("{}#{i}", lb.name).into(),
+            };
+            let (listener, routes) = by_port.entry(rule.source_port).or_insert_with(|| {
+                (
+                    Listener {
+                        port: rule.source_port,
+                        protocol: rule.protocol,
+                        load_balancer: lb_name.clone(),
+                        label: format!("{}/{}", rule.source_port, rule.protocol).into(),
+                        routes: RouteSet::default(),
+                        stickiness: stickiness.clone(),
+                    },
+                    Vec::new(),
+                )
+            });
+            if listener.load_balancer != lb_name {
+                return Err(BuildError::PortConflict {
+                    port: rule.source_port,
+                    first: listener.load_balancer.to_string(),
+                    second: lb.name.clone(),
+                });
+            }
+            if listener.protocol != rule.protocol {
+                return Err(BuildError::MixedProtocols {
+                    lb: lb.name.clone(),
+                    port: rule.source_port,
+                    a: listener.protocol,
+                    b: rule.protocol,
+                });
+            }
+            routes.push(route);
+        }
+    }
+
+    let listeners = by_port
+        .into_iter()
+        .map(|(port, (mut listener, routes))| {
+            listener.routes = RouteSet::new(routes);
+            (port, listener)
+        })
+        .collect();
+    Ok(RoutingTable {
+        generation,
+        listeners,
+        groups: groups.finish(),
+        timeouts: config.timeouts,
+        limits: config.limits,
+    })
+}
+
+fn index_instances(services: &[Instance]) -> Result<HashMap<&str, Vec<&Instance>>, BuildError> {
+    let mut seen = std::collections::HashSet::new();
+    let mut by_service: HashMap<&str, Vec<&Instance>> = HashMap::new();
+    for inst in services {
+        if !seen.insert(inst.id.as_str()) {
+            return Err(BuildError::DuplicateInstance(inst.id.clone()));
+        }
+        by_service.entry(inst.service.as_str()).or_default().push(inst);
+    }
+    Ok(by_service)
+}
+
+/// Target groups keyed by (service, target port): rules that share both share one balancer.
+struct GroupBuilder<'a> {
+    instances: &'a HashMap<&'a str, Vec<&'a Instance>>,
+    ids: HashMap<(String, Option<u16>), GroupId>,
+    groups: Vec<Arc<TargetGroup>>,
+}
+
+impl<'a> GroupBuilder<'a> {
+    fn new(instances: &'a HashMap<&'a str, Vec<&'a Instance>>) -> Self {
+        GroupBuilder {
+            instances,
+            ids: HashMap::new(),
+            groups: Vec::new(),
+        }
+    }
+
+    fn group(&mut self, service: &str, target_port: Option<u16>) -> GroupId {
+        let key = (service.to_string(), target_port);
+        if let Some(&id) = self.ids.get(&key) {
+            return id;
+        }
+        let targets = self
+            .instances
+            .get(service)
+            .into_iter()
+            .flatten()
+            .filter_map(|inst| target(inst, target_port))
+            .collect();
+        let id = self.groups.len();
+        self.groups
+            .push(Arc::new(TargetGroup::new(service.into(), targets)));
+        self.ids.insert(key, id);
+        id
+    }
+
+    fn finish(self) -> Vec<Arc<TargetGroup>> {
+        self.groups
+    }
+}
+
+/// Where an instance is reached for a rule: its own port, else the rule's `targetPort`.
+/// An instance with neither, or whose address does not resolve, is left out (and logged).
+fn target(inst: &Instance, target_port: Option<u16>) -> Option<Target> {
+    let port = match (inst.port, target_port) {
+        (0, None) => {
+            tracing::warn!(instance = %inst.id, "instance has no Port and the rule no targetPort");
+            return None;
+        }
+        (0, Some(p)) => p,
+        (p, _) => p,
+    };
+    let ip = resolve(&inst.address)?;
+    Some(Target {
+        id: inst.id.as_str().into(),
+        addr: SocketAddr::new(ip, port),
+        weight: inst.effective_weight(),
+    })
+}
+
+fn resolve(address: &str) -> Option<IpAddr> {
+    if address.is_empty() {
+        return Some(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    }
+    if let Ok(ip) = address.parse() {
+        return Some(ip);
+    }
+    // A hostname: resolved once per build, off the request path.
+    match (address, 0).to_socket_addrs() {
+        Ok(mut addrs) => addrs.next().map(|a| a.ip()),
+        Err(e) => {
+            tracing::warn!(%address, error = %e, "cannot resolve instance address");
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(json: &str) -> Config {
+        Config::from_json(json).unwrap()
+    }
+
+    #[test]
+    fn builds_listeners_and_groups() {
+        let c = cfg(r#"{
+            "loadBalancers":[{"name":"lb","lbConfig":{"portRules":[
+                {"sourcePort":8080,"serviceId":"web","targetPort":80,"hostname":"*.example.com"},
+                {"sourcePort":8080,"serviceId":"api","path":"/api"}]}}],
+            "services":[
+                {"ID":"w1","Service":"web","Port":0,"Address":"10.0.0.1"},
+                {"ID":"a1","Service":"api","Port":9000}]}"#);
+        let t = build(&c, 7, &[]).unwrap();
+        assert_eq!(t.generation(), 7);
+        let l = t.listener(8080).unwrap();
+        assert_eq!(&*l.label, "8080/http");
+        let r = l.routes.lookup(Some("x.example.com"), "/").unwrap();
+        let web = t.group(r.group);
+        assert_eq!(web.targets()[0].addr, "10.0.0.1:80".parse().unwrap());
+        let r = l.routes.lookup(Some("other"), "/api/v1").unwrap();
+        assert_eq!(
+            t.group(r.group).targets()[0].addr,
+            "127.0.0.1:9000".parse().unwrap()
+        );
+    }
+
+    #[test]
+    fn conflicts_are_refused() {
+        let two_lbs = cfg(r#"{"loadBalancers":[
+            {"name":"a","lbConfig":{"portRules":[{"sourcePort":80,"serviceId":"x"}]}},
+            {"name":"b","lbConfig":{"portRules":[{"sourcePort":80,"serviceId":"y"}]}}]}"#);
+        assert!(matches!(
+            build(&two_lbs, 1, &[]),
+            Err(BuildError::PortConflict { port: 80, .. })
+        ));
+        let reserved = cfg(r#"{"loadBalancers":[
+            {"name":"a","lbConfig":{"portRules":[{"sourcePort":9180,"serviceId":"x"}]}}]}"#);
+        assert!(matches!(
+            build(&reserved, 1, &[9180]),
+            Err(BuildError::PortReserved { port: 9180 })
+        ));
+        let bad_host = cfg(r#"{"loadBalancers":[
+            {"name":"a","lbConfig":{"portRules":[{"sourcePort":80,"serviceId":"x","hostname":"a b"}]}}]}"#);
+        assert!(matches!(
+            build(&bad_host, 1, &[]),
+            Err(BuildError::Hostname { .. })
+        ));
+        let dup = cfg(r#"{"services":[{"ID":"a","Service":"x"},{"ID":"a","Service":"y"}]}"#);
+        assert!(matches!(
+            build(&dup, 1, &[]),
+            Err(BuildError::DuplicateInstance(_))
+        ));
+    }
+
+    #[test]
+    fn weights_follow_health_and_maintenance() {
+        let c = cfg(r#"{
+            "loadBalancers":[{"name":"lb","lbConfig":{"portRules":[{"sourcePort":80,"serviceId":"web"}]}}],
+            "services":[
+                {"ID":"p","Service":"web","Port":1,"Weights":{"Passing":5,"Warning":2}},
+                {"ID":"w","Service":"web","Port":2,"Weights":{"Passing":5,"Warning":2},"Status":"warning"},
+                {"ID":"c","Service":"web","Port":3,"Status":"critical"},
+                {"ID":"m","Service":"web","Port":4,"Maintenance":true}]}"#);
+        let t = build(&c, 1, &[]).unwrap();
+        let w: Vec<_> = t.groups()[0].targets().iter().map(|t| t.weight).collect();
+        assert_eq!(w, [5, 2, 0, 0]);
+    }
+}
