@@ -20,6 +20,22 @@ pub struct Args {
     #[arg(long, env = "CORRAL_LISTEN_IP", default_value = "0.0.0.0")]
     pub listen_ip: IpAddr,
 
+    /// Directory of the control state (`state.json`, mode 0600: it holds private keys).
+    #[arg(long, env = "CORRAL_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    /// Rancher API access key; with --secret-key, HTTP Basic is required on /v1.
+    #[arg(long, env = "CORRAL_ACCESS_KEY", hide_env_values = true)]
+    pub access_key: Option<String>,
+
+    /// Rancher API secret key.
+    #[arg(long, env = "CORRAL_SECRET_KEY", hide_env_values = true)]
+    pub secret_key: Option<String>,
+
+    /// Consul ACL token required for agent writes (reads stay anonymous).
+    #[arg(long, env = "CORRAL_CONSUL_TOKEN", hide_env_values = true)]
+    pub consul_token: Option<String>,
+
     /// Worker threads of the runtime; 0 means one per core.
     #[arg(long, env = "CORRAL_WORKER_THREADS", default_value_t = 0)]
     pub worker_threads: usize,

@@ -5,7 +5,9 @@ use clap::Parser;
 use tokio::signal::unix::{signal, SignalKind};
 
 use corral::cli::{Args, Command, LogFormat};
+use corral::api::{Auth, Control};
 use corral::config::Config;
+use corral::store::FileStore;
 use corral::runtime::Runtime;
 use corral::server::drain;
 
@@ -51,13 +53,15 @@ async fn run(args: Args) -> Result<(), String> {
         Some(path) => Config::load(path).map_err(|e| e.to_string())?,
         None => Config::default(),
     };
-    runtime
-        .apply(&config)
-        .await
-        .map_err(|e| format!("configuration refused: {e}"))?;
 
+    let store = FileStore::open(&args.data_dir).map_err(|e| e.to_string())?;
+    let auth = Auth {
+        rancher: args.access_key.clone().zip(args.secret_key.clone()),
+        consul_token: args.consul_token.clone(),
+    };
+    let api = Arc::new(Control::start(store, runtime.clone(), config, auth).await?);
     let (control_signal, control_watch) = drain::channel();
-    tokio::spawn(corral::api::serve(control, runtime.clone(), control_watch));
+    tokio::spawn(corral::api::serve(control, api.clone(), control_watch));
     tracing::info!(control = %args.control_addr, "corral started");
 
     let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
@@ -65,7 +69,7 @@ async fn run(args: Args) -> Result<(), String> {
     let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
     loop {
         tokio::select! {
-            _ = hup.recv() => reload(&runtime, args.config.as_deref()).await,
+            _ = hup.recv() => reload(&api, args.config.as_deref()).await,
             _ = term.recv() => break,
             _ = int.recv() => break,
         }
@@ -81,17 +85,17 @@ async fn run(args: Args) -> Result<(), String> {
 }
 
 /// SIGHUP: a valid file replaces the table; an invalid one is refused and the old table stays.
-async fn reload(runtime: &Runtime, path: Option<&std::path::Path>) {
+async fn reload(api: &Control, path: Option<&std::path::Path>) {
     let Some(path) = path else {
         tracing::warn!("SIGHUP ignored: no --config file");
         return;
     };
     let result = match Config::load(path) {
-        Ok(config) => runtime.apply(&config).await.map_err(|e| e.to_string()),
+        Ok(config) => api.reload_file(config).await,
         Err(e) => Err(e.to_string()),
     };
     match result {
-        Ok(table) => tracing::info!(generation = table.generation(), "reload applied"),
+        Ok(generation) => tracing::info!(generation, "reload applied"),
         Err(e) => tracing::error!(error = %e, "reload refused; the previous table keeps serving"),
     }
 }

@@ -1,26 +1,75 @@
-//! The control listener: health, readiness, and (later) the Rancher and Consul APIs.
+//! The control listener: the Rancher v1 API at `/v1`, the Consul agent API at `/v1/agent/`,
+//! and health/readiness for orchestrators.
+
+pub mod consul;
+mod control;
+mod error;
+pub mod rancher;
+mod request;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{header, Method, Request, Response, StatusCode};
+use http::{header, HeaderValue, Method, Response, StatusCode};
 use http_body_util::Full;
-use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
+use serde::Serialize;
 
-use crate::runtime::Runtime;
+pub use control::{Auth, Control};
+pub use error::ApiError;
+pub use request::{ApiRequest, MAX_BODY};
+
 use crate::server::drain;
 
-/// Serves the control API on `listener` until `drain` fires.
-pub async fn serve(listener: tokio::net::TcpListener, runtime: Arc<Runtime>, drain: drain::Watch) {
+/// A control response, built whole.
+pub struct Reply(pub Response<Full<Bytes>>);
+
+impl Reply {
+    pub fn new(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Reply {
+        let mut r = Response::new(Full::new(body.into()));
+        *r.status_mut() = status;
+        r.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+        Reply(r)
+    }
+
+    pub fn json<T: Serialize + ?Sized>(status: StatusCode, value: &T) -> Reply {
+        match serde_json::to_vec(value) {
+            Ok(body) => Reply::new(status, "application/json", body),
+            Err(e) => Reply::text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot encode the response: {e}\n"),
+            ),
+        }
+    }
+
+    pub fn text(status: StatusCode, body: impl Into<Bytes>) -> Reply {
+        Reply::new(status, "text/plain; charset=utf-8", body)
+    }
+
+    pub fn empty(status: StatusCode) -> Reply {
+        Reply::new(status, "text/plain; charset=utf-8", Bytes::new())
+    }
+
+    pub fn header(mut self, name: &'static str, value: &str) -> Reply {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            self.0.headers_mut().insert(name, v);
+        }
+        self
+    }
+}
+
+/// Serves the control listener until `drain` fires. Connections are served concurrently, so a
+/// Consul blocking query never stalls another client.
+pub async fn serve(listener: tokio::net::TcpListener, control: Arc<Control>, drain: drain::Watch) {
     let stop = drain.signaled();
     tokio::pin!(stop);
     loop {
-        let (stream, _peer): (_, SocketAddr) = tokio::select! {
+        let (stream, peer): (_, SocketAddr) = tokio::select! {
             () = &mut stop => return,
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
@@ -31,12 +80,12 @@ pub async fn serve(listener: tokio::net::TcpListener, runtime: Arc<Runtime>, dra
                 }
             },
         };
-        let runtime = runtime.clone();
+        let control = control.clone();
         let drain = drain.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| {
-                let runtime = runtime.clone();
-                async move { Ok::<_, Infallible>(handle(&runtime, req).await) }
+                let control = control.clone();
+                async move { Ok::<_, Infallible>(route(&control, req, peer).await.0) }
             });
             let builder = auto::Builder::new(TokioExecutor::new());
             let conn = builder.serve_connection(TokioIo::new(stream), service);
@@ -52,25 +101,47 @@ pub async fn serve(listener: tokio::net::TcpListener, runtime: Arc<Runtime>, dra
     }
 }
 
-async fn handle(runtime: &Runtime, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    match (req.method(), req.uri().path()) {
-        (&Method::GET, "/health") => text(StatusCode::OK, "ok\n".into()),
-        (&Method::GET, "/ready") => text(StatusCode::OK, "ready\n".into()),
-        (&Method::GET, "/") => text(StatusCode::OK, summary(runtime)),
-        _ => text(StatusCode::NOT_FOUND, "404 Not Found\n".into()),
+async fn route(control: &Control, req: http::Request<hyper::body::Incoming>, peer: SocketAddr) -> Reply {
+    let path = req.uri().path().to_string();
+    let method = req.method().clone();
+    match (&method, path.as_str()) {
+        (&Method::GET, "/health") => return Reply::text(StatusCode::OK, "ok\n"),
+        (&Method::GET, "/ready") => return Reply::text(StatusCode::OK, "ready\n"),
+        (&Method::GET, "/") => return Reply::text(StatusCode::OK, summary(control)),
+        _ => {}
+    }
+    let is_consul = path.starts_with("/v1/agent/");
+    let is_rancher = !is_consul && (path == "/v1" || path == "/v1/" || path.starts_with("/v1/"));
+    if !is_consul && !is_rancher {
+        return Reply::text(StatusCode::NOT_FOUND, "404 Not Found\n");
+    }
+    let req = match ApiRequest::read(req, peer).await {
+        Ok(req) => req,
+        Err(e) if is_consul => return Reply::text(e.status, format!("{}\n", e.message)),
+        Err(e) => return rancher::error_reply(&e),
+    };
+    if is_consul {
+        consul::handle(control, req).await
+    } else {
+        rancher::handle(control, req).await
     }
 }
 
 /// A plain-text view of the table; the status page replaces it.
-fn summary(runtime: &Runtime) -> String {
-    let table = runtime.table();
-    let mut out = format!("corral {}\ngeneration {}\n", env!("CARGO_PKG_VERSION"), table.generation());
+fn summary(control: &Control) -> String {
+    let table = control.runtime().table();
+    let mut out = format!(
+        "corral {}\ngeneration {}\n",
+        env!("CARGO_PKG_VERSION"),
+        table.generation()
+    );
     for l in table.listeners() {
         out += &format!("listener {} (load balancer {})\n", l.label, l.load_balancer);
         for r in l.routes.iter() {
+            let host = r.host.to_string();
             out += &format!(
                 "  host={} path={} priority={} -> {}\n",
-                if r.host.to_string().is_empty() { "*".to_string() } else { r.host.to_string() },
+                if host.is_empty() { "*" } else { &host },
                 if r.path.is_empty() { "/" } else { &r.path },
                 r.priority.map_or("-".to_string(), |p| p.to_string()),
                 r.service
@@ -84,14 +155,4 @@ fn summary(runtime: &Runtime) -> String {
         }
     }
     out
-}
-
-fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from(body)));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    r
 }

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Runs every test: Rust unit and integration tests, then the API suite with the real clients
+# (gdapi-python, py-consul) from a venv this script creates. Idempotent; needs only Rust and
+# python3 on a fresh Debian machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== cargo build"
+cargo build
+
+echo "== cargo test"
+cargo test --all-targets -- --test-threads 2
+
+VENV=.venv
+if [ ! -x "$VENV/bin/pytest" ]; then
+  echo "== creating $VENV"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check -r tests/api/requirements.txt
+fi
+echo "== API tests (pytest)"
+CORRAL_BIN="$PWD/target/debug/corral" "$VENV/bin/pytest" -q tests/api
