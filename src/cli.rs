@@ -6,7 +6,11 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(name = "corral", version, about = "A load balancer driven by the Rancher v1 and Consul agent APIs")]
+#[command(
+    name = "corral",
+    version,
+    about = "A load balancer driven by the Rancher v1 and Consul agent APIs"
+)]
 pub struct Args {
     /// JSON configuration file (see config/corral.json); re-read on SIGHUP.
     #[arg(long, env = "CORRAL_CONFIG", global = true)]

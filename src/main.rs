@@ -4,12 +4,12 @@ use std::sync::Arc;
 use clap::Parser;
 use tokio::signal::unix::{signal, SignalKind};
 
-use corral::cli::{Args, Command, LogFormat};
 use corral::api::{Auth, Control};
+use corral::cli::{Args, Command, LogFormat};
 use corral::config::Config;
-use corral::store::FileStore;
 use corral::runtime::Runtime;
 use corral::server::drain;
+use corral::store::FileStore;
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -105,14 +105,16 @@ fn check(args: &Args) -> ExitCode {
         eprintln!("corral check: --config FILE is required");
         return ExitCode::FAILURE;
     };
-    let result = Config::load(path)
-        .map_err(|e| e.to_string())
-        .and_then(|c| {
-            corral::routing::build(&c, 1, &[args.control_addr.port()]).map_err(|e| e.to_string())
-        });
+    let result = Config::load(path).map_err(|e| e.to_string()).and_then(|c| {
+        corral::routing::build(&c, 1, &[args.control_addr.port()]).map_err(|e| e.to_string())
+    });
     match result {
         Ok(table) => {
-            println!("{}: ok ({} listeners)", path.display(), table.listeners().count());
+            println!(
+                "{}: ok ({} listeners)",
+                path.display(),
+                table.listeners().count()
+            );
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -125,7 +127,9 @@ fn check(args: &Args) -> ExitCode {
 fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Plain => builder.init(),

@@ -66,7 +66,11 @@ impl Runtime {
         let table = Arc::new(table);
         self.shared.table.store(table.clone());
         listeners.close_unused(&table, table.timeouts.drain());
-        tracing::info!(generation, listeners = table.listeners().count(), "routing table swapped");
+        tracing::info!(
+            generation,
+            listeners = table.listeners().count(),
+            "routing table swapped"
+        );
         Ok(table)
     }
 

@@ -96,7 +96,9 @@ impl Control {
             if let Err(e) = self.runtime.apply(&self.compile(&current)).await {
                 tracing::error!(error = %e, "rollback of the routing table failed");
             }
-            return Err(ApiError::unavailable(format!("cannot persist the change: {e}")));
+            return Err(ApiError::unavailable(format!(
+                "cannot persist the change: {e}"
+            )));
         }
         self.state.store(Arc::new(next));
         self.version.send_modify(|v| *v += 1);
@@ -109,7 +111,11 @@ impl Control {
         let state = self.state.load_full();
         let mut merged = file_config.clone();
         merge(&mut merged, &state);
-        let table = self.runtime.apply(&merged).await.map_err(|e| e.to_string())?;
+        let table = self
+            .runtime
+            .apply(&merged)
+            .await
+            .map_err(|e| e.to_string())?;
         self.file_config.store(Arc::new(file_config));
         Ok(table.generation())
     }
@@ -132,9 +138,7 @@ impl Control {
 }
 
 fn merge(config: &mut Config, state: &State) {
-    config
-        .load_balancers
-        .extend(state.rancher.load_balancers());
+    config.load_balancers.extend(state.rancher.load_balancers());
     config.certificates.extend(state.rancher.certificates());
     config.services.extend(state.agent.instances());
 }

@@ -3,8 +3,8 @@
 
 use http::StatusCode;
 
-use crate::runtime::ApplyError;
 use crate::routing::BuildError;
+use crate::runtime::ApplyError;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{status} {code}: {message}")]
@@ -46,7 +46,11 @@ impl ApiError {
     }
 
     pub fn unavailable(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", message)
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            message,
+        )
     }
 }
 
@@ -55,14 +59,16 @@ impl From<ApplyError> for ApiError {
     fn from(e: ApplyError) -> ApiError {
         let message = e.to_string();
         let (code, field) = match &e {
-            ApplyError::Build(BuildError::PortConflict { .. } | BuildError::PortReserved { .. })
+            ApplyError::Build(
+                BuildError::PortConflict { .. } | BuildError::PortReserved { .. },
+            )
             | ApplyError::Bind(_) => ("NotUnique", "sourcePort"),
             ApplyError::Build(BuildError::Hostname { .. }) => ("InvalidFormat", "hostname"),
             ApplyError::Build(BuildError::Path { .. }) => ("InvalidFormat", "path"),
             ApplyError::Build(BuildError::SourcePort { .. }) => ("MinLimitExceeded", "sourcePort"),
-            ApplyError::Build(BuildError::MixedProtocols { .. } | BuildError::Unsupported { .. }) => {
-                ("InvalidOption", "protocol")
-            }
+            ApplyError::Build(
+                BuildError::MixedProtocols { .. } | BuildError::Unsupported { .. },
+            ) => ("InvalidOption", "protocol"),
             ApplyError::Build(_) => ("InvalidReference", "lbConfig"),
         };
         ApiError::invalid(code, field, message)

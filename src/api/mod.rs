@@ -101,7 +101,11 @@ pub async fn serve(listener: tokio::net::TcpListener, control: Arc<Control>, dra
     }
 }
 
-async fn route(control: &Control, req: http::Request<hyper::body::Incoming>, peer: SocketAddr) -> Reply {
+async fn route(
+    control: &Control,
+    req: http::Request<hyper::body::Incoming>,
+    peer: SocketAddr,
+) -> Reply {
     let path = req.uri().path().to_string();
     let method = req.method().clone();
     match (&method, path.as_str()) {

@@ -24,13 +24,18 @@ pub struct ApiRequest {
 }
 
 impl ApiRequest {
-    pub async fn read(req: http::Request<Incoming>, peer: SocketAddr) -> Result<ApiRequest, ApiError> {
+    pub async fn read(
+        req: http::Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Result<ApiRequest, ApiError> {
         let (parts, body) = req.into_parts();
         let body = Limited::new(body, MAX_BODY)
             .collect()
             .await
             .map_err(|e| {
-                if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                if e.downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some()
+                {
                     ApiError::new(
                         StatusCode::PAYLOAD_TOO_LARGE,
                         "MaxLimitExceeded",

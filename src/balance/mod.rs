@@ -94,7 +94,9 @@ fn smooth_weighted_schedule(targets: &[Target]) -> Box<[u32]> {
 
 /// Weights divided by their gcd and scaled so the cycle stays short; non-zero stays non-zero.
 fn reduced_weights(targets: &[Target]) -> Vec<i64> {
-    let g = targets.iter().fold(0u64, |g, t| gcd(g, u64::from(t.weight)));
+    let g = targets
+        .iter()
+        .fold(0u64, |g, t| gcd(g, u64::from(t.weight)));
     if g == 0 {
         return vec![0; targets.len()];
     }
@@ -150,7 +152,9 @@ mod tests {
     #[test]
     fn smooth_order_matches_nginx() {
         let g = group(&[5, 1, 1]);
-        let order: Vec<_> = (0..7).map(|_| g.pick(|_| true).unwrap().id.to_string()).collect();
+        let order: Vec<_> = (0..7)
+            .map(|_| g.pick(|_| true).unwrap().id.to_string())
+            .collect();
         assert_eq!(order, ["t0", "t0", "t1", "t0", "t2", "t0", "t0"]);
     }
 

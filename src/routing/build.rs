@@ -74,7 +74,10 @@ pub fn build(
         for (i, rule) in lb.lb_config.port_rules.iter().enumerate() {
             let err_lb = || lb.name.clone();
             if rule.source_port == 0 {
-                return Err(BuildError::SourcePort { lb: err_lb(), rule: i });
+                return Err(BuildError::SourcePort {
+                    lb: err_lb(),
+                    rule: i,
+                });
             }
             if reserved_ports.contains(&rule.source_port) {
                 return Err(BuildError::PortReserved {
@@ -88,11 +91,13 @@ pub fn build(
                     protocol: rule.protocol,
                 });
             }
-            let host = HostPattern::parse(rule.hostname.as_deref().unwrap_or(""))
-                .map_err(|source| BuildError::Hostname {
-                    lb: err_lb(),
-                    rule: i,
-                    source,
+            let host =
+                HostPattern::parse(rule.hostname.as_deref().unwrap_or("")).map_err(|source| {
+                    BuildError::Hostname {
+                        lb: err_lb(),
+                        rule: i,
+                        source,
+                    }
                 })?;
             let path = rule.path.as_deref().unwrap_or("");
             if !path.is_empty() && !path.starts_with('/') {
@@ -167,7 +172,10 @@ fn index_instances(services: &[Instance]) -> Result<HashMap<&str, Vec<&Instance>
         if !seen.insert(inst.id.as_str()) {
             return Err(BuildError::DuplicateInstance(inst.id.clone()));
         }
-        by_service.entry(inst.service.as_str()).or_default().push(inst);
+        by_service
+            .entry(inst.service.as_str())
+            .or_default()
+            .push(inst);
     }
     Ok(by_service)
 }

@@ -146,8 +146,14 @@ mod tests {
 
     #[test]
     fn hosts_are_normalised() {
-        assert_eq!(normalize_host("WWW.Example.com:8080").as_deref(), Some("www.example.com"));
-        assert_eq!(normalize_host("example.com.").as_deref(), Some("example.com"));
+        assert_eq!(
+            normalize_host("WWW.Example.com:8080").as_deref(),
+            Some("www.example.com")
+        );
+        assert_eq!(
+            normalize_host("example.com.").as_deref(),
+            Some("example.com")
+        );
         assert_eq!(normalize_host("[::1]:80").as_deref(), Some("[::1]"));
         assert_eq!(normalize_host("a:b"), None);
         assert_eq!(normalize_host(""), None);

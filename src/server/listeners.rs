@@ -47,7 +47,11 @@ impl ListenerSet {
     }
 
     /// Binds every port of `table` not bound yet. On failure nothing new stays bound.
-    pub fn bind_missing(&mut self, table: &RoutingTable, shared: &Arc<Shared>) -> Result<(), BindError> {
+    pub fn bind_missing(
+        &mut self,
+        table: &RoutingTable,
+        shared: &Arc<Shared>,
+    ) -> Result<(), BindError> {
         let mut fresh = Vec::new();
         for listener in table.listeners() {
             if self.bound.contains_key(&listener.port) {
@@ -100,11 +104,18 @@ impl ListenerSet {
 async fn drain_one(port: u16, bound: Bound, deadline: Duration) {
     let Bound { signal, task } = bound;
     let open = signal.watchers();
-    if tokio::time::timeout(deadline, signal.drain()).await.is_err() {
+    if tokio::time::timeout(deadline, signal.drain())
+        .await
+        .is_err()
+    {
         tracing::warn!(port, "drain deadline passed, closing remaining connections");
     }
     task.abort();
-    tracing::info!(port, connections = open.saturating_sub(1), "listener closed");
+    tracing::info!(
+        port,
+        connections = open.saturating_sub(1),
+        "listener closed"
+    );
 }
 
 pub(crate) fn bind_tcp(addr: SocketAddr) -> std::io::Result<TcpListener> {

@@ -23,7 +23,10 @@ impl RancherState {
 }
 
 pub async fn handle(_control: &Control, _req: ApiRequest) -> Reply {
-    Reply::json(StatusCode::NOT_FOUND, &serde_json::json!({"type": "error", "status": 404}))
+    Reply::json(
+        StatusCode::NOT_FOUND,
+        &serde_json::json!({"type": "error", "status": 404}),
+    )
 }
 
 /// Rancher's error object for `e`.

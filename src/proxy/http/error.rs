@@ -58,7 +58,9 @@ impl ProxyError {
             ProxyError::Upstream { .. } | ProxyError::UnsolicitedUpgrade { .. } => {
                 "502 Bad Gateway: invalid response from the target\n"
             }
-            ProxyError::ResponseTimeout { .. } => "504 Gateway Timeout: the target did not answer in time\n",
+            ProxyError::ResponseTimeout { .. } => {
+                "504 Gateway Timeout: the target did not answer in time\n"
+            }
             ProxyError::BadRequest(_) => "400 Bad Request\n",
             ProxyError::MethodNotAllowed(_) => "405 Method Not Allowed\n",
         }

@@ -118,7 +118,10 @@ mod tests {
 
     #[test]
     fn forwarded_for_appends() {
-        let mut h = map(&[("x-forwarded-for", "1.1.1.1"), ("x-forwarded-for", "2.2.2.2")]);
+        let mut h = map(&[
+            ("x-forwarded-for", "1.1.1.1"),
+            ("x-forwarded-for", "2.2.2.2"),
+        ]);
         add_forwarded(&mut h, "10.0.0.9".parse().unwrap(), "http", 8080);
         assert_eq!(h["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 10.0.0.9");
         assert_eq!(h["x-forwarded-proto"], "http");
@@ -127,7 +130,10 @@ mod tests {
 
     #[test]
     fn websocket_needs_all_three() {
-        let h = map(&[("upgrade", "WebSocket"), ("connection", "keep-alive, Upgrade")]);
+        let h = map(&[
+            ("upgrade", "WebSocket"),
+            ("connection", "keep-alive, Upgrade"),
+        ]);
         assert!(is_websocket_upgrade(&http::Method::GET, &h));
         assert!(!is_websocket_upgrade(&http::Method::POST, &h));
         let h = map(&[("upgrade", "websocket")]);

@@ -149,7 +149,11 @@ impl Proxy {
                     target: target.id.clone(),
                 });
             };
-            splice_upgrade(client_upgrade, hyper::upgrade::on(&mut response), target.id.clone());
+            splice_upgrade(
+                client_upgrade,
+                hyper::upgrade::on(&mut response),
+                target.id.clone(),
+            );
         } else {
             self.shared.pool.recycle(target.addr, sender);
         }
@@ -226,9 +230,7 @@ impl Proxy {
             Err(first) => {
                 let failed = target.id.clone();
                 tracing::warn!(target = %failed, error = %first, "connect failed, trying the next target");
-                target = group
-                    .pick(|t| t.id != failed)
-                    .ok_or(first)?;
+                target = group.pick(|t| t.id != failed).ok_or(first)?;
                 self.checkout(target, timeouts.upstream_connect()).await?
             }
         };
@@ -251,10 +253,13 @@ impl Proxy {
                                 target: target.id.clone(),
                                 source: source.into(),
                             })?;
-                        sender.send_request(req).await.map_err(|source| ProxyError::Upstream {
-                            target: target.id.clone(),
-                            source,
-                        })
+                        sender
+                            .send_request(req)
+                            .await
+                            .map_err(|source| ProxyError::Upstream {
+                                target: target.id.clone(),
+                                source,
+                            })
                     }
                     None => Err(ProxyError::Upstream {
                         target: target.id.clone(),

@@ -67,7 +67,11 @@ impl Pool {
     }
 
     /// A new connection to `addr`, its driver task spawned.
-    pub async fn connect(&self, addr: SocketAddr, timeout: Duration) -> Result<Sender, ConnectError> {
+    pub async fn connect(
+        &self,
+        addr: SocketAddr,
+        timeout: Duration,
+    ) -> Result<Sender, ConnectError> {
         let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
             .await
             .map_err(|_| ConnectError::Timeout(timeout))??;
