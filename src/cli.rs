@@ -20,6 +20,10 @@ pub struct Args {
     #[arg(long, env = "CORRAL_CONTROL_ADDR", default_value = "127.0.0.1:9180")]
     pub control_addr: SocketAddr,
 
+    /// Also serve /metrics on this address (it is always on the control listener).
+    #[arg(long, env = "CORRAL_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+
     /// Address the load-balancer listeners bind to.
     #[arg(long, env = "CORRAL_LISTEN_IP", default_value = "0.0.0.0")]
     pub listen_ip: IpAddr,

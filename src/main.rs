@@ -62,6 +62,17 @@ async fn run(args: Args) -> Result<(), String> {
     let api = Arc::new(Control::start(store, runtime.clone(), config, auth).await?);
     let (control_signal, control_watch) = drain::channel();
     tokio::spawn(corral::api::serve(control, api.clone(), control_watch));
+    // Held until `run` returns: dropping it stops the metrics listener.
+    let _metrics_signal = match args.metrics_addr {
+        Some(addr) => {
+            let listener = corral::server::bind_control(addr)
+                .map_err(|e| format!("cannot bind metrics listener {addr}: {e}"))?;
+            let (signal, watch) = drain::channel();
+            tokio::spawn(corral::api::serve_metrics(listener, runtime.clone(), watch));
+            Some(signal)
+        }
+        None => None,
+    };
     tracing::info!(control = %args.control_addr, "corral started");
 
     let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
@@ -106,7 +117,13 @@ fn check(args: &Args) -> ExitCode {
         return ExitCode::FAILURE;
     };
     let result = Config::load(path).map_err(|e| e.to_string()).and_then(|c| {
-        corral::routing::build(&c, 1, &[args.control_addr.port()]).map_err(|e| e.to_string())
+        let metrics = corral::metrics::Metrics::new();
+        let ctx = corral::routing::BuildContext {
+            generation: 1,
+            reserved_ports: &[args.control_addr.port()],
+            metrics: &metrics,
+        };
+        corral::routing::build(&c, &ctx).map_err(|e| e.to_string())
     });
     match result {
         Ok(table) => {

@@ -7,15 +7,37 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
+use std::collections::HashSet;
+
 use crate::config::Config;
+use crate::metrics::{Metrics, TargetStatus};
 use crate::proxy::http::Pool;
-use crate::routing::{self, BuildError, RoutingTable};
+use crate::routing::{self, BuildContext, BuildError, RoutingTable};
 use crate::server::{BindError, ListenerSet};
 
 /// What every connection reads: the current table and the upstream connection pool.
 pub struct Shared {
     pub table: ArcSwap<RoutingTable>,
     pub pool: Pool,
+    pub metrics: Metrics,
+}
+
+/// Where a configuration change came from, for `corral_config_reloads_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Api,
+    File,
+    Store,
+}
+
+impl Source {
+    fn as_str(self) -> &'static str {
+        match self {
+            Source::Api => "api",
+            Source::File => "file",
+            Source::Store => "store",
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +64,7 @@ impl Runtime {
             shared: Arc::new(Shared {
                 table: ArcSwap::from_pointee(table),
                 pool,
+                metrics: Metrics::new(),
             }),
             listeners: tokio::sync::Mutex::new(ListenerSet::new(listen_ip)),
             reserved,
@@ -58,20 +81,67 @@ impl Runtime {
 
     /// Builds a table from `config`, binds its new ports, swaps it in and drains the ports it
     /// no longer uses. On any error the serving table and listeners are unchanged.
-    pub async fn apply(&self, config: &Config) -> Result<Arc<RoutingTable>, ApplyError> {
+    pub async fn apply(
+        &self,
+        config: &Config,
+        source: Source,
+    ) -> Result<Arc<RoutingTable>, ApplyError> {
         let mut listeners = self.listeners.lock().await;
-        let generation = self.shared.table.load().generation() + 1;
-        let table = routing::build(config, generation, &self.reserved)?;
+        let result = self.swap(config, &mut listeners);
+        let metrics = &self.shared.metrics;
+        match &result {
+            Ok(table) => {
+                metrics.reload(source.as_str(), true, table.generation());
+                tracing::info!(
+                    generation = table.generation(),
+                    listeners = table.listeners().count(),
+                    source = source.as_str(),
+                    "routing table swapped"
+                );
+            }
+            Err(_) => metrics.reload(source.as_str(), false, 0),
+        }
+        // A refused build may have created series; export only what the table in force has.
+        self.sync_metrics(&self.shared.table.load());
+        result
+    }
+
+    fn swap(
+        &self,
+        config: &Config,
+        listeners: &mut ListenerSet,
+    ) -> Result<Arc<RoutingTable>, ApplyError> {
+        let ctx = BuildContext {
+            generation: self.shared.table.load().generation() + 1,
+            reserved_ports: &self.reserved,
+            metrics: &self.shared.metrics,
+        };
+        let table = routing::build(config, &ctx)?;
         listeners.bind_missing(&table, &self.shared)?;
         let table = Arc::new(table);
         self.shared.table.store(table.clone());
         listeners.close_unused(&table, table.timeouts.drain());
-        tracing::info!(
-            generation,
-            listeners = table.listeners().count(),
-            "routing table swapped"
-        );
         Ok(table)
+    }
+
+    /// Sets the target gauges from `table` and drops the series of everything it lacks.
+    fn sync_metrics(&self, table: &RoutingTable) {
+        let metrics = &self.shared.metrics;
+        let listeners: HashSet<String> = table.listeners().map(|l| l.label.to_string()).collect();
+        let mut services = HashSet::new();
+        let mut targets = HashSet::new();
+        for group in table.groups() {
+            services.insert(group.service.to_string());
+            for t in group.targets() {
+                let status = TargetStatus {
+                    state: t.state.as_str(),
+                    weight: t.weight,
+                };
+                metrics.set_target_status(&group.service, &t.id, status);
+                targets.insert((group.service.to_string(), t.id.to_string()));
+            }
+        }
+        metrics.retain(&listeners, &services, &targets);
     }
 
     /// Stops accepting everywhere and waits for in-flight requests, at most `deadline`.

@@ -314,7 +314,7 @@ async fn fifty_swaps_under_traffic_lose_nothing() {
     }
     for i in 0..50u32 {
         let c = Config::from_json(&config(1 + i % 3, i % 2 == 0)).unwrap();
-        let table = rt.apply(&c).await.unwrap();
+        let table = rt.apply(&c, corral::runtime::Source::File).await.unwrap();
         assert_eq!(table.generation(), u64::from(i) + 2);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -340,7 +340,7 @@ async fn an_invalid_table_is_refused_and_the_old_one_keeps_serving() {
         r#"{{"loadBalancers":[{{"name":"lb","lbConfig":{{"portRules":[{{"sourcePort":{port},"serviceId":"b","hostname":"bad host"}}]}}}}]}}"#
     ))
     .unwrap();
-    assert!(rt.apply(&bad).await.is_err());
+    assert!(rt.apply(&bad, corral::runtime::Source::File).await.is_err());
     assert_eq!(rt.table().generation(), 1);
     let (status, _, body) = get(port, "x", "/").await;
     assert_eq!((status, body.as_str()), (StatusCode::OK, "b"));

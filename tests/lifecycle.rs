@@ -16,11 +16,22 @@ struct Proc {
 
 impl Proc {
     fn start(config: &str) -> Proc {
-        let dir = std::env::temp_dir().join(format!("corral-life-{}-{}", std::process::id(), free_port()));
+        let dir = std::env::temp_dir().join(format!(
+            "corral-life-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("corral.json"), config).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_corral"))
-            .args(["--config", "corral.json", "--data-dir", "state", "--listen-ip", "127.0.0.1"])
+            .args([
+                "--config",
+                "corral.json",
+                "--data-dir",
+                "state",
+                "--listen-ip",
+                "127.0.0.1",
+            ])
             .arg("--control-addr")
             .arg(format!("127.0.0.1:{}", free_port()))
             .current_dir(&dir)
@@ -65,7 +76,9 @@ async fn wait_for(mut pred: impl AsyncFnMut() -> bool, what: &str) {
 }
 
 async fn try_body(port: u16) -> Option<String> {
-    let stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
     drop(stream);
     let (status, _, body) = get(port, "x", "/").await;
     (status == StatusCode::OK).then_some(body)
@@ -85,20 +98,34 @@ async fn sighup_applies_a_valid_file_and_refuses_a_bad_one() {
     let b = Backend::start("b", Behaviour::Name).await;
     let (port, port2) = (free_port(), free_port());
     let corral = Proc::start(&lb_config(port, "a", &a));
-    wait_for(async || try_body(port).await.as_deref() == Some("a"), "first table").await;
+    wait_for(
+        async || try_body(port).await.as_deref() == Some("a"),
+        "first table",
+    )
+    .await;
 
     // A new file: another service, and the listener moves to another port.
     corral.write_config(&lb_config(port2, "b", &b));
     corral.signal("HUP");
-    wait_for(async || try_body(port2).await.as_deref() == Some("b"), "reloaded table").await;
     wait_for(
-        async || tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err(),
+        async || try_body(port2).await.as_deref() == Some("b"),
+        "reloaded table",
+    )
+    .await;
+    wait_for(
+        async || {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_err()
+        },
         "old listener closed",
     )
     .await;
 
     // A broken file is refused; the last good table keeps serving.
-    corral.write_config(r#"{"loadBalancers": [{"name": "lb", "lbConfig": {"portRules": [{"bogus": 1}]}}]}"#);
+    corral.write_config(
+        r#"{"loadBalancers": [{"name": "lb", "lbConfig": {"portRules": [{"bogus": 1}]}}]}"#,
+    );
     corral.signal("HUP");
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(try_body(port2).await.as_deref(), Some("b"));
@@ -110,7 +137,11 @@ async fn sigterm_lets_an_in_flight_request_finish() {
     let port = free_port();
     let mut corral = Proc::start(&lb_config(port, "slow", &slow));
     wait_for(
-        async || tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok(),
+        async || {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+        },
         "listener",
     )
     .await;
@@ -143,14 +174,22 @@ async fn a_slow_head_is_cut_but_an_idle_keepalive_is_not() {
     .await;
 
     // Slowloris: half a head, then silence. Closed after the head timeout, not the idle one.
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
     s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await.unwrap();
     let start = Instant::now();
     let mut buf = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
     let cut_after = start.elapsed();
-    assert!(cut_after < Duration::from_millis(1200), "cut after {cut_after:?}");
-    assert!(cut_after >= Duration::from_millis(300), "cut after {cut_after:?}");
+    assert!(
+        cut_after < Duration::from_millis(1200),
+        "cut after {cut_after:?}"
+    );
+    assert!(
+        cut_after >= Duration::from_millis(300),
+        "cut after {cut_after:?}"
+    );
 
     // Idle keep-alive: still usable after longer than the head timeout...
     let mut client = Client::connect(port).await;

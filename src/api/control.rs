@@ -12,7 +12,7 @@ use tokio::sync::{watch, Mutex};
 
 use super::ApiError;
 use crate::config::Config;
-use crate::runtime::Runtime;
+use crate::runtime::{Runtime, Source};
 use crate::store::{FileStore, State};
 
 /// Credentials the control listener checks; `None` means that check is off.
@@ -58,7 +58,7 @@ impl Control {
         let state = control.state.load_full();
         control
             .runtime
-            .apply(&control.compile(&state))
+            .apply(&control.compile(&state), Source::Store)
             .await
             .map_err(|e| format!("saved state cannot be served: {e}"))?;
         Ok(control)
@@ -90,10 +90,16 @@ impl Control {
         if next == *current {
             return Ok(out);
         }
-        self.runtime.apply(&self.compile(&next)).await?;
+        self.runtime
+            .apply(&self.compile(&next), Source::Api)
+            .await?;
         if let Err(e) = self.persist(&next).await {
             tracing::error!(error = %e, "cannot persist the control state; change rolled back");
-            if let Err(e) = self.runtime.apply(&self.compile(&current)).await {
+            if let Err(e) = self
+                .runtime
+                .apply(&self.compile(&current), Source::Api)
+                .await
+            {
                 tracing::error!(error = %e, "rollback of the routing table failed");
             }
             return Err(ApiError::unavailable(format!(
@@ -113,7 +119,7 @@ impl Control {
         merge(&mut merged, &state);
         let table = self
             .runtime
-            .apply(&merged)
+            .apply(&merged, Source::File)
             .await
             .map_err(|e| e.to_string())?;
         self.file_config.store(Arc::new(file_config));

@@ -23,6 +23,7 @@ pub use control::{Auth, Control};
 pub use error::ApiError;
 pub use request::{ApiRequest, MAX_BODY};
 
+use crate::runtime::Runtime;
 use crate::server::drain;
 
 /// A control response, built whole.
@@ -112,6 +113,7 @@ async fn route(
         (&Method::GET, "/health") => return Reply::text(StatusCode::OK, "ok\n"),
         (&Method::GET, "/ready") => return Reply::text(StatusCode::OK, "ready\n"),
         (&Method::GET, "/") => return Reply::text(StatusCode::OK, summary(control)),
+        (&Method::GET, "/metrics") => return metrics_reply(control.runtime()),
         _ => {}
     }
     let is_consul = path.starts_with("/v1/agent/");
@@ -124,10 +126,61 @@ async fn route(
         Err(e) if is_consul => return Reply::text(e.status, format!("{}\n", e.message)),
         Err(e) => return rancher::error_reply(&e),
     };
-    if is_consul {
+    let reply = if is_consul {
         consul::handle(control, req).await
     } else {
         rancher::handle(control, req).await
+    };
+    let api = if is_consul { "consul" } else { "rancher" };
+    control
+        .runtime()
+        .shared()
+        .metrics
+        .control_request(api, &method, reply.0.status().as_u16());
+    reply
+}
+
+fn metrics_reply(runtime: &Runtime) -> Reply {
+    Reply::new(
+        StatusCode::OK,
+        "text/plain; version=0.0.4; charset=utf-8",
+        runtime.shared().metrics.render(),
+    )
+}
+
+/// Serves `/metrics` alone (for `--metrics-addr`), until `drain` fires.
+pub async fn serve_metrics(
+    listener: tokio::net::TcpListener,
+    runtime: Arc<Runtime>,
+    drain: drain::Watch,
+) {
+    let stop = drain.signaled();
+    tokio::pin!(stop);
+    loop {
+        let stream = tokio::select! {
+            () = &mut stop => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(_) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let runtime = runtime.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                let reply = if req.uri().path() == "/metrics" {
+                    metrics_reply(&runtime)
+                } else {
+                    Reply::text(StatusCode::NOT_FOUND, "404 Not Found\n")
+                };
+                async move { Ok::<_, Infallible>(reply.0) }
+            });
+            let _ = auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
     }
 }
 

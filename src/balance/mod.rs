@@ -8,6 +8,8 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use crate::metrics::{ServiceMetrics, TargetMetrics};
+
 /// Longest schedule kept; groups whose reduced weights sum to more are scaled down to it
 /// (relative error well under 1% for the weights Consul allows).
 const MAX_SCHEDULE: u64 = 16_384;
@@ -20,22 +22,46 @@ pub struct Target {
     pub addr: SocketAddr,
     /// Weight in force now (Consul's Passing/Warning weight, 0 when not usable).
     pub weight: u32,
+    pub state: TargetState,
+    pub metrics: TargetMetrics,
+}
+
+/// An instance's health as the balancer sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetState {
+    Passing,
+    Warning,
+    Critical,
+    Maintenance,
+}
+
+impl TargetState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TargetState::Passing => "passing",
+            TargetState::Warning => "warning",
+            TargetState::Critical => "critical",
+            TargetState::Maintenance => "maintenance",
+        }
+    }
 }
 
 /// The targets of one (service, port) and the precomputed SWRR schedule over them.
 #[derive(Debug)]
 pub struct TargetGroup {
     pub service: Arc<str>,
+    pub metrics: ServiceMetrics,
     targets: Box<[Target]>,
     schedule: Box<[u32]>,
     cursor: AtomicUsize,
 }
 
 impl TargetGroup {
-    pub fn new(service: Arc<str>, targets: Vec<Target>) -> TargetGroup {
+    pub fn new(service: Arc<str>, targets: Vec<Target>, metrics: ServiceMetrics) -> TargetGroup {
         let schedule = smooth_weighted_schedule(&targets);
         TargetGroup {
             service,
+            metrics,
             targets: targets.into_boxed_slice(),
             schedule,
             cursor: AtomicUsize::new(0),
@@ -128,6 +154,7 @@ mod tests {
     use super::*;
 
     fn group(weights: &[u32]) -> TargetGroup {
+        let metrics = crate::metrics::Metrics::new();
         let targets = weights
             .iter()
             .enumerate()
@@ -135,9 +162,11 @@ mod tests {
                 id: format!("t{i}").into(),
                 addr: SocketAddr::from(([127, 0, 0, 1], 1000 + i as u16)),
                 weight,
+                state: TargetState::Passing,
+                metrics: metrics.target("svc", &format!("t{i}")),
             })
             .collect();
-        TargetGroup::new("svc".into(), targets)
+        TargetGroup::new("svc".into(), targets, metrics.service("svc"))
     }
 
     fn shares(g: &TargetGroup, n: usize) -> Vec<usize> {

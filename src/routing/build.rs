@@ -7,8 +7,19 @@ use std::sync::Arc;
 
 use super::routes::{Route, RouteSet};
 use super::{GroupId, HostPattern, HostPatternError, Listener, RoutingTable};
-use crate::balance::{Target, TargetGroup};
-use crate::config::{Config, Instance, Protocol};
+use crate::balance::{Target, TargetGroup, TargetState};
+use crate::config::{Config, HealthStatus, Instance, Protocol};
+use crate::metrics::Metrics;
+
+/// What a build needs besides the configuration.
+pub struct BuildContext<'a> {
+    /// The number the new table gets.
+    pub generation: u64,
+    /// Ports no rule may claim (the control listener's).
+    pub reserved_ports: &'a [u16],
+    /// Where the table's metric handles come from.
+    pub metrics: &'a Metrics,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BuildError {
@@ -53,15 +64,15 @@ pub enum BuildError {
     DuplicateInstance(String),
 }
 
-/// Compiles `config` into a table numbered `generation`. `reserved_ports` (the control
-/// listener's) may not be claimed by a rule.
-pub fn build(
-    config: &Config,
-    generation: u64,
-    reserved_ports: &[u16],
-) -> Result<RoutingTable, BuildError> {
+/// Compiles `config` into a table.
+pub fn build(config: &Config, ctx: &BuildContext<'_>) -> Result<RoutingTable, BuildError> {
+    let BuildContext {
+        generation,
+        reserved_ports,
+        metrics,
+    } = *ctx;
     let instances = index_instances(&config.services)?;
-    let mut groups = GroupBuilder::new(&instances);
+    let mut groups = GroupBuilder::new(&instances, metrics);
     let mut by_port: BTreeMap<u16, (Listener, Vec<Route>)> = BTreeMap::new();
     let mut lb_names = std::collections::HashSet::new();
 
@@ -118,12 +129,14 @@ pub fn build(
                 name: format!("{}#{i}", lb.name).into(),
             };
             let (listener, routes) = by_port.entry(rule.source_port).or_insert_with(|| {
+                let label = format!("{}/{}", rule.source_port, rule.protocol);
                 (
                     Listener {
                         port: rule.source_port,
                         protocol: rule.protocol,
                         load_balancer: lb_name.clone(),
-                        label: format!("{}/{}", rule.source_port, rule.protocol).into(),
+                        metrics: metrics.listener(&label),
+                        label: label.into(),
                         routes: RouteSet::default(),
                         stickiness: stickiness.clone(),
                     },
@@ -183,14 +196,16 @@ fn index_instances(services: &[Instance]) -> Result<HashMap<&str, Vec<&Instance>
 /// Target groups keyed by (service, target port): rules that share both share one balancer.
 struct GroupBuilder<'a> {
     instances: &'a HashMap<&'a str, Vec<&'a Instance>>,
+    metrics: &'a Metrics,
     ids: HashMap<(String, Option<u16>), GroupId>,
     groups: Vec<Arc<TargetGroup>>,
 }
 
 impl<'a> GroupBuilder<'a> {
-    fn new(instances: &'a HashMap<&'a str, Vec<&'a Instance>>) -> Self {
+    fn new(instances: &'a HashMap<&'a str, Vec<&'a Instance>>, metrics: &'a Metrics) -> Self {
         GroupBuilder {
             instances,
+            metrics,
             ids: HashMap::new(),
             groups: Vec::new(),
         }
@@ -206,11 +221,14 @@ impl<'a> GroupBuilder<'a> {
             .get(service)
             .into_iter()
             .flatten()
-            .filter_map(|inst| target(inst, target_port))
+            .filter_map(|inst| target(inst, target_port, self.metrics))
             .collect();
         let id = self.groups.len();
-        self.groups
-            .push(Arc::new(TargetGroup::new(service.into(), targets)));
+        self.groups.push(Arc::new(TargetGroup::new(
+            service.into(),
+            targets,
+            self.metrics.service(service),
+        )));
         self.ids.insert(key, id);
         id
     }
@@ -222,7 +240,7 @@ impl<'a> GroupBuilder<'a> {
 
 /// Where an instance is reached for a rule: its own port, else the rule's `targetPort`.
 /// An instance with neither, or whose address does not resolve, is left out (and logged).
-fn target(inst: &Instance, target_port: Option<u16>) -> Option<Target> {
+fn target(inst: &Instance, target_port: Option<u16>, metrics: &Metrics) -> Option<Target> {
     let port = match (inst.port, target_port) {
         (0, None) => {
             tracing::warn!(instance = %inst.id, "instance has no Port and the rule no targetPort");
@@ -232,10 +250,18 @@ fn target(inst: &Instance, target_port: Option<u16>) -> Option<Target> {
         (p, _) => p,
     };
     let ip = resolve(&inst.address)?;
+    let state = match (inst.maintenance, inst.status) {
+        (true, _) => TargetState::Maintenance,
+        (false, HealthStatus::Passing) => TargetState::Passing,
+        (false, HealthStatus::Warning) => TargetState::Warning,
+        (false, HealthStatus::Critical) => TargetState::Critical,
+    };
     Some(Target {
         id: inst.id.as_str().into(),
         addr: SocketAddr::new(ip, port),
         weight: inst.effective_weight(),
+        state,
+        metrics: metrics.target(&inst.service, &inst.id),
     })
 }
 
@@ -262,6 +288,22 @@ mod tests {
 
     fn cfg(json: &str) -> Config {
         Config::from_json(json).unwrap()
+    }
+
+    fn build(
+        config: &Config,
+        generation: u64,
+        reserved_ports: &[u16],
+    ) -> Result<RoutingTable, BuildError> {
+        let metrics = Metrics::new();
+        super::build(
+            config,
+            &BuildContext {
+                generation,
+                reserved_ports,
+                metrics: &metrics,
+            },
+        )
     }
 
     #[test]

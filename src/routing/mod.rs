@@ -10,12 +10,13 @@ mod routes;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-pub use build::{build, BuildError};
+pub use build::{build, BuildContext, BuildError};
 pub use host::{normalize_host, HostPattern, HostPatternError};
 pub use routes::{Route, RouteSet};
 
 use crate::balance::TargetGroup;
 use crate::config::{Limits, Protocol, StickinessPolicy, Timeouts};
+use crate::metrics::ListenerMetrics;
 
 /// Index of a target group in [`RoutingTable::groups`].
 pub type GroupId = usize;
@@ -39,6 +40,7 @@ pub struct Listener {
     pub label: Arc<str>,
     pub routes: RouteSet,
     pub stickiness: Option<Arc<StickinessPolicy>>,
+    pub metrics: ListenerMetrics,
 }
 
 impl RoutingTable {

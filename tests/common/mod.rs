@@ -17,7 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use corral::config::Config;
-use corral::runtime::Runtime;
+use corral::runtime::{Runtime, Source};
 
 /// How a test backend answers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -124,7 +124,7 @@ pub fn free_port() -> u16 {
 pub async fn corral(config: &str) -> Arc<Runtime> {
     let runtime = Arc::new(Runtime::new(IpAddr::V4(Ipv4Addr::LOCALHOST), vec![]));
     let config = Config::from_json(config).unwrap();
-    runtime.apply(&config).await.unwrap();
+    runtime.apply(&config, Source::File).await.unwrap();
     runtime
 }
 

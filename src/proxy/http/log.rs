@@ -1,33 +1,62 @@
-//! The access log: one line per request, written when its response body is finished.
+//! The end of a request: one access log line and the request metrics, written when the
+//! response body is finished (so they carry the byte count and the full duration).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use http::{Method, StatusCode};
+use prometheus::IntCounter;
+
+use crate::metrics::code_class;
+use crate::routing::{GroupId, RoutingTable};
 
 #[derive(Debug)]
 pub struct AccessLog {
     pub start: Instant,
     pub client: SocketAddr,
-    pub listener: Arc<str>,
+    pub port: u16,
+    /// The table the request was routed with; it names the listener and service counters.
+    pub table: Arc<RoutingTable>,
     pub method: Method,
     pub host: String,
     pub path: String,
     pub status: StatusCode,
     pub rule: Option<Arc<str>>,
+    pub group: Option<GroupId>,
     pub target: Option<Arc<str>>,
+    pub target_requests: Option<IntCounter>,
     pub bytes_out: u64,
     /// The response body broke off before its end.
     pub aborted: bool,
 }
 
+impl AccessLog {
+    fn record_metrics(&self, elapsed: f64) {
+        let class = code_class(self.status.as_u16());
+        if let Some(listener) = self.table.listener(self.port) {
+            listener.metrics.requests[class].inc();
+        }
+        if let Some(group) = self.group {
+            let metrics = &self.table.group(group).metrics;
+            metrics.requests[class].inc();
+            metrics.duration.observe(elapsed);
+        }
+        if let Some(target) = &self.target_requests {
+            target.inc();
+        }
+    }
+}
+
 impl Drop for AccessLog {
     fn drop(&mut self) {
+        let elapsed = self.start.elapsed().as_secs_f64();
+        self.record_metrics(elapsed);
+        let listener = self.table.listener(self.port).map_or("-", |l| &*l.label);
         tracing::info!(
             target: "corral::access",
             client = %self.client,
-            listener = %self.listener,
+            listener,
             method = %self.method,
             host = %self.host,
             path = %self.path,
@@ -35,7 +64,7 @@ impl Drop for AccessLog {
             rule = self.rule.as_deref().unwrap_or("-"),
             target = self.target.as_deref().unwrap_or("-"),
             bytes = self.bytes_out,
-            duration_ms = self.start.elapsed().as_secs_f64() * 1000.0,
+            duration_ms = elapsed * 1000.0,
             aborted = self.aborted,
         );
     }

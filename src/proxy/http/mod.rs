@@ -96,15 +96,16 @@ impl Proxy {
         let mut log = AccessLog {
             start: Instant::now(),
             client: self.client,
-            listener: table
-                .listener(self.port)
-                .map_or_else(|| self.port.to_string().into(), |l| l.label.clone()),
+            port: self.port,
+            table: table.clone(),
             method: req.method().clone(),
             host: host.clone().unwrap_or_default(),
             path: req.uri().path().to_string(),
             status: StatusCode::OK,
             rule: None,
+            group: None,
             target: None,
+            target_requests: None,
             bytes_out: 0,
             aborted: false,
         };
@@ -112,7 +113,7 @@ impl Proxy {
             Ok(response) => response,
             Err(e) => {
                 tracing::warn!(
-                    listener = %log.listener,
+                    listener = table.listener(self.port).map_or("-", |l| &*l.label),
                     rule = log.rule.as_deref().unwrap_or("-"),
                     target = e.target().unwrap_or("-"),
                     error = %e,
@@ -140,6 +141,7 @@ impl Proxy {
         let websocket = headers::is_websocket_upgrade(req.method(), req.headers());
         let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
         let req = self.upstream_request(req, websocket)?;
+        log.group = Some(route.group);
         let group = table.group(route.group);
         let (target, sender, mut response) = self.send(table, group, req, log).await?;
 
@@ -228,13 +230,15 @@ impl Proxy {
         let mut sender = match self.checkout(target, timeouts.upstream_connect()).await {
             Ok(sender) => sender,
             Err(first) => {
-                let failed = target.id.clone();
-                tracing::warn!(target = %failed, error = %first, "connect failed, trying the next target");
-                target = group.pick(|t| t.id != failed).ok_or(first)?;
+                let failed = target;
+                target = group.pick(|t| t.id != failed.id).ok_or(first)?;
+                failed.metrics.retries.inc();
+                tracing::warn!(target = %failed.id, next = %target.id, "connect failed, trying the next target");
                 self.checkout(target, timeouts.upstream_connect()).await?
             }
         };
         log.target = Some(target.id.clone());
+        log.target_requests = Some(target.metrics.requests.clone());
 
         let response_timeout = timeouts.upstream_response();
         let exchange = async {
@@ -289,9 +293,12 @@ impl Proxy {
             .pool
             .connect(target.addr, connect_timeout)
             .await
-            .map_err(|source| ProxyError::Connect {
-                target: target.id.clone(),
-                source: source.into(),
+            .map_err(|source| {
+                target.metrics.connect_errors.inc();
+                ProxyError::Connect {
+                    target: target.id.clone(),
+                    source: source.into(),
+                }
             })
     }
 
