@@ -12,3 +12,4 @@ pub mod routing;
 pub mod runtime;
 pub mod server;
 pub mod store;
+pub mod tls;
