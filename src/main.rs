@@ -122,6 +122,7 @@ fn check(args: &Args) -> ExitCode {
             generation: 1,
             reserved_ports: &[args.control_addr.port()],
             metrics: &metrics,
+            tls: &corral::tls::TlsContext::new(),
         };
         corral::routing::build(&c, &ctx).map_err(|e| e.to_string())
     });

@@ -14,12 +14,14 @@ use crate::metrics::{Metrics, TargetStatus};
 use crate::proxy::http::Pool;
 use crate::routing::{self, BuildContext, BuildError, RoutingTable};
 use crate::server::{BindError, ListenerSet};
+use crate::tls::TlsContext;
 
 /// What every connection reads: the current table and the upstream connection pool.
 pub struct Shared {
     pub table: ArcSwap<RoutingTable>,
     pub pool: Pool,
     pub metrics: Metrics,
+    pub tls: TlsContext,
 }
 
 /// Where a configuration change came from, for `corral_config_reloads_total`.
@@ -65,6 +67,7 @@ impl Runtime {
                 table: ArcSwap::from_pointee(table),
                 pool,
                 metrics: Metrics::new(),
+                tls: TlsContext::new(),
             }),
             listeners: tokio::sync::Mutex::new(ListenerSet::new(listen_ip)),
             reserved,
@@ -115,6 +118,7 @@ impl Runtime {
             generation: self.shared.table.load().generation() + 1,
             reserved_ports: &self.reserved,
             metrics: &self.shared.metrics,
+            tls: &self.shared.tls,
         };
         let table = routing::build(config, &ctx)?;
         listeners.bind_missing(&table, &self.shared)?;

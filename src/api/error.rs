@@ -66,9 +66,8 @@ impl From<ApplyError> for ApiError {
             ApplyError::Build(BuildError::Hostname { .. }) => ("InvalidFormat", "hostname"),
             ApplyError::Build(BuildError::Path { .. }) => ("InvalidFormat", "path"),
             ApplyError::Build(BuildError::SourcePort { .. }) => ("MinLimitExceeded", "sourcePort"),
-            ApplyError::Build(
-                BuildError::MixedProtocols { .. } | BuildError::Unsupported { .. },
-            ) => ("InvalidOption", "protocol"),
+            ApplyError::Build(BuildError::MixedProtocols { .. }) => ("InvalidOption", "protocol"),
+            ApplyError::Build(BuildError::Certificate { .. }) => ("InvalidFormat", "cert"),
             ApplyError::Build(_) => ("InvalidReference", "lbConfig"),
         };
         ApiError::invalid(code, field, message)

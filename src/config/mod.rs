@@ -233,6 +233,12 @@ pub struct Timeouts {
     pub idle_keepalive: Millis,
     /// Graceful drain deadline on shutdown or listener removal.
     pub drain: Millis,
+    /// TLS handshake, and reading the ClientHello on `sni` listeners.
+    pub handshake: Millis,
+    /// An L4 (`tcp`, `tls`, `sni`) connection with no byte either way for this long is closed.
+    pub stream_idle: Millis,
+    /// A UDP flow with no datagram either way for this long is forgotten.
+    pub udp_idle: Millis,
 }
 
 impl Default for Timeouts {
@@ -243,6 +249,9 @@ impl Default for Timeouts {
             upstream_response: Millis::from_secs(60),
             idle_keepalive: Millis::from_secs(60),
             drain: Millis::from_secs(30),
+            handshake: Millis::from_secs(10),
+            stream_idle: Millis::from_secs(300),
+            udp_idle: Millis::from_secs(30),
         }
     }
 }
@@ -318,6 +327,15 @@ impl Timeouts {
     }
     pub fn drain(&self) -> Duration {
         self.drain.into()
+    }
+    pub fn handshake(&self) -> Duration {
+        self.handshake.into()
+    }
+    pub fn stream_idle(&self) -> Duration {
+        self.stream_idle.into()
+    }
+    pub fn udp_idle(&self) -> Duration {
+        self.udp_idle.into()
     }
 }
 

@@ -8,8 +8,12 @@ use std::sync::Arc;
 
 use tokio::net::TcpStream;
 
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+
 use crate::config::Protocol;
-use crate::metrics::CountingIo;
+use crate::metrics::{CountingIo, ListenerMetrics};
 use crate::runtime::Shared;
 use crate::server::drain;
 
@@ -21,20 +25,94 @@ pub async fn serve(
     shared: Arc<Shared>,
     drain: drain::Watch,
 ) {
-    let (protocol, metrics) = match shared.table.load().listener(port) {
-        Some(l) => (Some(l.protocol), l.metrics.clone()),
+    let table = shared.table.load_full();
+    let listener = table.listener(port);
+    let metrics = match listener {
+        Some(l) => l.metrics.clone(),
         // Accepted just as the listener was removed: HTTP answers 503 per request.
-        None => (None, shared.metrics.listener("closing")),
+        None => shared.metrics.listener("closing"),
     };
     metrics.connections.inc();
     let _active = ActiveConnection::new(metrics.active.clone());
-    let stream = CountingIo::new(stream, metrics.bytes_in, metrics.bytes_out);
-    match protocol {
-        Some(Protocol::Http) | None => {
+    let stream = CountingIo::new(stream, metrics.bytes_in.clone(), metrics.bytes_out.clone());
+    let Some(listener) = listener else {
+        return http::serve_connection(stream, client, port, "http", shared, drain).await;
+    };
+    match (listener.protocol, &listener.tls) {
+        (Protocol::Http, _) => {
+            drop(table);
             http::serve_connection(stream, client, port, "http", shared, drain).await;
         }
-        Some(other) => {
-            tracing::warn!(port, protocol = %other, "protocol not served yet; closing");
+        (Protocol::Https, Some(tls)) => {
+            let handshake = table.timeouts.handshake();
+            let tls = tls.clone();
+            drop(table);
+            if let Some(stream) = accept_tls(stream, tls, handshake, &metrics, client).await {
+                http::serve_connection(stream, client, port, "https", shared, drain).await;
+            }
+        }
+        (Protocol::Tls, Some(tls)) => {
+            let Some(route) = listener.stream_route() else {
+                return;
+            };
+            let accepted = accept_tls(
+                stream,
+                tls.clone(),
+                table.timeouts.handshake(),
+                &metrics,
+                client,
+            )
+            .await;
+            if let Some(stream) = accepted {
+                l4::tcp::relay(stream, &[], &table, route, &drain).await;
+            }
+        }
+        (Protocol::Tcp, _) => {
+            let Some(route) = listener.stream_route() else {
+                return;
+            };
+            l4::tcp::relay(stream, &[], &table, route, &drain).await;
+        }
+        (Protocol::Sni, _) => {
+            drop(table);
+            l4::sni::serve(stream, port, shared, drain).await;
+        }
+        (Protocol::Https | Protocol::Tls | Protocol::Udp, _) => {
+            tracing::warn!(port, protocol = %listener.protocol, "listener cannot take a TCP connection");
+        }
+    }
+}
+
+/// Completes a TLS handshake within `deadline`, counting the result.
+async fn accept_tls<IO>(
+    stream: IO,
+    config: Arc<rustls::ServerConfig>,
+    deadline: Duration,
+    metrics: &ListenerMetrics,
+    client: SocketAddr,
+) -> Option<tokio_rustls::server::TlsStream<IO>>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    match tokio::time::timeout(deadline, acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => {
+            if stream.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
+                metrics.tls_resumed.inc();
+            } else {
+                metrics.tls_ok.inc();
+            }
+            Some(stream)
+        }
+        Ok(Err(e)) => {
+            metrics.tls_failed.inc();
+            tracing::debug!(%client, error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            metrics.tls_failed.inc();
+            tracing::debug!(%client, "TLS handshake timed out");
+            None
         }
     }
 }

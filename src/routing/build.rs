@@ -10,6 +10,7 @@ use super::{GroupId, HostPattern, HostPatternError, Listener, RoutingTable};
 use crate::balance::{Target, TargetGroup, TargetState};
 use crate::config::{Config, HealthStatus, Instance, Protocol};
 use crate::metrics::Metrics;
+use crate::tls::{cert, CertResolver, TlsContext};
 
 /// What a build needs besides the configuration.
 pub struct BuildContext<'a> {
@@ -19,6 +20,8 @@ pub struct BuildContext<'a> {
     pub reserved_ports: &'a [u16],
     /// Where the table's metric handles come from.
     pub metrics: &'a Metrics,
+    /// Session cache and ticket keys every TLS configuration shares.
+    pub tls: &'a TlsContext,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -52,12 +55,10 @@ pub enum BuildError {
     },
     #[error("load balancer {lb:?}, rule {rule}: sourcePort must be 1-65535")]
     SourcePort { lb: String, rule: usize },
-    #[error("load balancer {lb:?}, rule {rule}: {protocol} listeners are not supported yet")]
-    Unsupported {
-        lb: String,
-        rule: usize,
-        protocol: Protocol,
-    },
+    #[error("certificate {id:?}: {message}")]
+    Certificate { id: String, message: String },
+    #[error("load balancer {lb:?} refers to unknown certificate {id:?}")]
+    UnknownCertificate { lb: String, id: String },
     #[error("duplicate load balancer name {0:?}")]
     DuplicateLoadBalancer(String),
     #[error("duplicate service instance ID {0:?}")]
@@ -70,8 +71,10 @@ pub fn build(config: &Config, ctx: &BuildContext<'_>) -> Result<RoutingTable, Bu
         generation,
         reserved_ports,
         metrics,
+        tls,
     } = *ctx;
     let instances = index_instances(&config.services)?;
+    let certificates = load_certificates(&config.certificates)?;
     let mut groups = GroupBuilder::new(&instances, metrics);
     let mut by_port: BTreeMap<u16, (Listener, Vec<Route>)> = BTreeMap::new();
     let mut lb_names = std::collections::HashSet::new();
@@ -82,6 +85,7 @@ pub fn build(config: &Config, ctx: &BuildContext<'_>) -> Result<RoutingTable, Bu
         }
         let lb_name: Arc<str> = lb.name.as_str().into();
         let stickiness = lb.lb_config.stickiness_policy.clone().map(Arc::new);
+        let resolver = cert_resolver(lb, &certificates)?;
         for (i, rule) in lb.lb_config.port_rules.iter().enumerate() {
             let err_lb = || lb.name.clone();
             if rule.source_port == 0 {
@@ -95,13 +99,6 @@ pub fn build(config: &Config, ctx: &BuildContext<'_>) -> Result<RoutingTable, Bu
                     port: rule.source_port,
                 });
             }
-            if !rule.protocol.is_http() || rule.protocol == Protocol::Https {
-                return Err(BuildError::Unsupported {
-                    lb: err_lb(),
-                    rule: i,
-                    protocol: rule.protocol,
-                });
-            }
             let host =
                 HostPattern::parse(rule.hostname.as_deref().unwrap_or("")).map_err(|source| {
                     BuildError::Hostname {
@@ -110,7 +107,11 @@ pub fn build(config: &Config, ctx: &BuildContext<'_>) -> Result<RoutingTable, Bu
                         source,
                     }
                 })?;
-            let path = rule.path.as_deref().unwrap_or("");
+            // Only HTTP routes on paths; a stream listener sees no path.
+            let path = match rule.protocol {
+                Protocol::Http | Protocol::Https => rule.path.as_deref().unwrap_or(""),
+                _ => "",
+            };
             if !path.is_empty() && !path.starts_with('/') {
                 return Err(BuildError::Path {
                     lb: err_lb(),
@@ -139,6 +140,13 @@ pub fn build(config: &Config, ctx: &BuildContext<'_>) -> Result<RoutingTable, Bu
                         label: label.into(),
                         routes: RouteSet::default(),
                         stickiness: stickiness.clone(),
+                        tls: match rule.protocol {
+                            Protocol::Https => {
+                                Some(tls.server_config(resolver.clone(), &[b"h2", b"http/1.1"]))
+                            }
+                            Protocol::Tls => Some(tls.server_config(resolver.clone(), &[])),
+                            _ => None,
+                        },
                     },
                     Vec::new(),
                 )
@@ -176,6 +184,65 @@ pub fn build(config: &Config, ctx: &BuildContext<'_>) -> Result<RoutingTable, Bu
         timeouts: config.timeouts,
         limits: config.limits,
     })
+}
+
+/// A certificate ready to serve, and the names it serves.
+struct LoadedCert {
+    info: cert::CertInfo,
+    key: Arc<rustls::sign::CertifiedKey>,
+}
+
+/// Parses every certificate once per build, from inline PEM or from files.
+fn load_certificates(
+    certs: &[crate::config::Certificate],
+) -> Result<HashMap<&str, LoadedCert>, BuildError> {
+    let mut loaded = HashMap::new();
+    for c in certs {
+        let fail = |message: String| BuildError::Certificate {
+            id: c.id.clone(),
+            message,
+        };
+        let read = |inline: &Option<String>, path: &Option<String>, what: &str| match (inline, path)
+        {
+            (Some(pem), _) => Ok(pem.clone()),
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .map_err(|e| fail(format!("cannot read {what} {path}: {e}"))),
+            (None, None) => Err(fail(format!("no {what} (inline PEM or path)"))),
+        };
+        let cert_pem = read(&c.cert, &c.cert_path, "certificate")?;
+        let key_pem = read(&c.key, &c.key_path, "key")?;
+        let info = cert::inspect(&cert_pem).map_err(|e| fail(e.to_string()))?;
+        let key = cert::certified_key(&cert_pem, &key_pem, c.cert_chain.as_deref())
+            .map_err(|e| fail(e.to_string()))?;
+        loaded.insert(c.id.as_str(), LoadedCert { info, key });
+    }
+    Ok(loaded)
+}
+
+/// The certificates of one load balancer, by SNI name, with its default.
+fn cert_resolver(
+    lb: &crate::config::LoadBalancer,
+    certificates: &HashMap<&str, LoadedCert>,
+) -> Result<CertResolver, BuildError> {
+    let find = |id: &str| {
+        certificates
+            .get(id)
+            .ok_or_else(|| BuildError::UnknownCertificate {
+                lb: lb.name.clone(),
+                id: id.to_string(),
+            })
+    };
+    let mut builder = CertResolver::builder();
+    for id in &lb.lb_config.certificate_ids {
+        let c = find(id)?;
+        builder.add_cert(&c.info, c.key.clone());
+    }
+    if let Some(id) = &lb.lb_config.default_certificate_id {
+        let c = find(id)?;
+        builder.add_cert(&c.info, c.key.clone());
+        builder.set_default(c.key.clone());
+    }
+    Ok(builder.build())
 }
 
 fn index_instances(services: &[Instance]) -> Result<HashMap<&str, Vec<&Instance>>, BuildError> {
@@ -302,6 +369,7 @@ mod tests {
                 generation,
                 reserved_ports,
                 metrics: &metrics,
+                tls: &TlsContext::new(),
             },
         )
     }

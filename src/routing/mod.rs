@@ -41,6 +41,15 @@ pub struct Listener {
     pub routes: RouteSet,
     pub stickiness: Option<Arc<StickinessPolicy>>,
     pub metrics: ListenerMetrics,
+    /// The TLS configuration of `https` and `tls` listeners, certificates chosen by SNI.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+impl Listener {
+    /// The rule an L4 listener (`tcp`, `tls`, `udp`) sends its connections by: the best ranked.
+    pub fn stream_route(&self) -> Option<&Route> {
+        self.routes.iter().next()
+    }
 }
 
 impl RoutingTable {

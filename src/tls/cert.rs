@@ -160,8 +160,7 @@ pub fn certified_key(
     let key = private_key(key_pem)?;
     let signing_key = rustls::crypto::ring::sign::any_supported_type(&key).map_err(|_| {
         CertError::UnsupportedKey(
-            "only RSA (2048-8192 bits), ECDSA P-256/P-384 and Ed25519 keys can be served"
-                .into(),
+            "only RSA (2048-8192 bits), ECDSA P-256/P-384 and Ed25519 keys can be served".into(),
         )
     })?;
     let certified = CertifiedKey::new(chain, signing_key);
