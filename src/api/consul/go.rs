@@ -260,7 +260,16 @@ mod tests {
             parse_duration("1x").unwrap_err(),
             r#"time: unknown unit "x" in duration "1x""#
         );
-        for bad in ["", "-", ".s", "s", "1s-", "9999999999999999999s", "3000000h", "1.5.s"] {
+        for bad in [
+            "",
+            "-",
+            ".s",
+            "s",
+            "1s-",
+            "9999999999999999999s",
+            "3000000h",
+            "1.5.s",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
     }
@@ -282,6 +291,29 @@ mod tests {
             assert_eq!(format_duration(ns), want);
             assert_eq!(parse_duration(want), Ok(ns), "round trip {want}");
         }
+    }
+
+    #[test]
+    fn parsers_never_panic() {
+        // Every string of up to 4 symbols from an alphabet of the tricky bytes.
+        let alphabet = [
+            "1", ".", "-", "+", "s", "m", "\u{b5}", "\u{3bc}", "h", "x", "9", "0",
+        ];
+        let mut inputs = vec![String::new()];
+        for _ in 0..4 {
+            let next: Vec<String> = inputs
+                .iter()
+                .flat_map(|p| alphabet.iter().map(move |a| format!("{p}{a}")))
+                .collect();
+            inputs.extend(next);
+            inputs.dedup();
+        }
+        for input in &inputs {
+            let _ = parse_duration(input);
+            let _ = parse_bool(input);
+            let _ = quote(input);
+        }
+        assert_eq!(parse_duration("99999999999999999999h").ok(), None);
     }
 
     #[test]

@@ -77,7 +77,10 @@ struct ServiceHealth<'a> {
     checks: Option<Vec<CheckView<'a>>>,
 }
 
-fn service_health<'a>(state: &'a AgentState, svc: &'a AgentService) -> (Aggregate, ServiceHealth<'a>) {
+fn service_health<'a>(
+    state: &'a AgentState,
+    svc: &'a AgentService,
+) -> (Aggregate, ServiceHealth<'a>) {
     let status = aggregate(state.checks_of(&svc.id));
     let checks = state
         .checks_of(&svc.id)
@@ -193,6 +196,9 @@ mod tests {
         assert_eq!(Aggregate::Passing.code(), StatusCode::OK);
         assert_eq!(Aggregate::Warning.code(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(Aggregate::Critical.code(), StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(Aggregate::Maintenance.code(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            Aggregate::Maintenance.code(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
     }
 }

@@ -30,7 +30,11 @@ pub async fn handle(control: &Control, req: ApiRequest) -> Reply {
     let Some(route) = route else {
         return not_found();
     };
-    let allowed = if route.is_write() { Method::PUT } else { Method::GET };
+    let allowed = if route.is_write() {
+        Method::PUT
+    } else {
+        Method::GET
+    };
     if req.method != allowed && !(allowed == Method::GET && req.method == Method::HEAD) {
         return Reply::text(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -329,13 +333,34 @@ mod tests {
     fn routes() {
         assert_eq!(Route::parse("services"), Some(Route::Services));
         assert_eq!(Route::parse("service/register"), Some(Route::Register));
-        assert_eq!(Route::parse("service/web%201"), Some(Route::Service("web 1".into())));
-        assert_eq!(Route::parse("service/deregister/a"), Some(Route::Deregister("a".into())));
-        assert_eq!(Route::parse("service/maintenance/a"), Some(Route::Maintenance("a".into())));
-        assert_eq!(Route::parse("health/service/id/"), Some(Route::HealthById(String::new())));
-        assert_eq!(Route::parse("health/service/name/web"), Some(Route::HealthByName("web".into())));
-        assert_eq!(Route::parse("check/fail/c"), Some(Route::CheckStatus(CRITICAL, "c".into())));
-        assert_eq!(Route::parse("check/update/c"), Some(Route::CheckUpdate("c".into())));
+        assert_eq!(
+            Route::parse("service/web%201"),
+            Some(Route::Service("web 1".into()))
+        );
+        assert_eq!(
+            Route::parse("service/deregister/a"),
+            Some(Route::Deregister("a".into()))
+        );
+        assert_eq!(
+            Route::parse("service/maintenance/a"),
+            Some(Route::Maintenance("a".into()))
+        );
+        assert_eq!(
+            Route::parse("health/service/id/"),
+            Some(Route::HealthById(String::new()))
+        );
+        assert_eq!(
+            Route::parse("health/service/name/web"),
+            Some(Route::HealthByName("web".into()))
+        );
+        assert_eq!(
+            Route::parse("check/fail/c"),
+            Some(Route::CheckStatus(CRITICAL, "c".into()))
+        );
+        assert_eq!(
+            Route::parse("check/update/c"),
+            Some(Route::CheckUpdate("c".into()))
+        );
         assert_eq!(Route::parse("members"), None);
         assert_eq!(Route::parse("nope/x"), None);
     }

@@ -34,9 +34,7 @@ impl AgentState {
             .map(|svc| {
                 let (status, maintenance) = match health::aggregate(self.checks_of(&svc.id)) {
                     Aggregate::Maintenance => {
-                        let rest = self
-                            .checks_of(&svc.id)
-                            .filter(|c| !c.is_maintenance());
+                        let rest = self.checks_of(&svc.id).filter(|c| !c.is_maintenance());
                         (instance_status(health::aggregate(rest)), true)
                     }
                     other => (instance_status(other), false),
@@ -176,7 +174,11 @@ impl HealthCheck {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct CheckDefinition {
-    #[serde(rename = "TTL", with = "duration_serde", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "TTL",
+        with = "duration_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub ttl: Option<i64>,
     #[serde(rename = "HTTP", skip_serializing_if = "String::is_empty")]
     pub http: String,
@@ -210,9 +212,17 @@ pub struct CheckDefinition {
     pub alias_service: String,
     #[serde(rename = "AliasNode", skip_serializing_if = "String::is_empty")]
     pub alias_node: String,
-    #[serde(rename = "Interval", with = "duration_serde", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "Interval",
+        with = "duration_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub interval: Option<i64>,
-    #[serde(rename = "Timeout", with = "duration_serde", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "Timeout",
+        with = "duration_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub timeout: Option<i64>,
     #[serde(
         rename = "DeregisterCriticalServiceAfter",

@@ -116,7 +116,12 @@ impl<'a> Fields<'a> {
         }
     }
 
-    fn object(&self, keys: &[&str], name: &str, go_type: &str) -> Result<Option<&'a Map<String, Value>>, ApiError> {
+    fn object(
+        &self,
+        keys: &[&str],
+        name: &str,
+        go_type: &str,
+    ) -> Result<Option<&'a Map<String, Value>>, ApiError> {
         match self.get(keys) {
             None => Ok(None),
             Some(Value::Object(o)) => Ok(Some(o)),
@@ -129,9 +134,12 @@ impl<'a> Fields<'a> {
     fn duration(&self, keys: &[&str], name: &str) -> Result<Option<i64>, ApiError> {
         let ns = match self.get(keys) {
             None => return Ok(None),
-            Some(Value::String(s)) => go::parse_duration(s)
-                .map_err(|e| bad(format!("Request decode failed: {e}")))?,
-            Some(v) => as_int(v).ok_or_else(|| type_error(v, &self.field(name), "time.Duration"))?,
+            Some(Value::String(s)) => {
+                go::parse_duration(s).map_err(|e| bad(format!("Request decode failed: {e}")))?
+            }
+            Some(v) => {
+                as_int(v).ok_or_else(|| type_error(v, &self.field(name), "time.Duration"))?
+            }
         };
         Ok((ns > 0).then_some(ns))
     }
@@ -175,7 +183,11 @@ pub fn decode(body: &[u8]) -> Result<Registration, ApiError> {
         serde_json::from_slice(body).map_err(|e| bad(format!("Request decode failed: {e}")))?
     };
     let Value::Object(obj) = &value else {
-        return Err(type_error(&value, "ServiceDefinition", "structs.ServiceDefinition"));
+        return Err(type_error(
+            &value,
+            "ServiceDefinition",
+            "structs.ServiceDefinition",
+        ));
     };
     let f = Fields::new(obj, "ServiceDefinition");
 
@@ -192,7 +204,9 @@ pub fn decode(body: &[u8]) -> Result<Registration, ApiError> {
     let checks = decode_checks(&f)?;
 
     let port = u16::try_from(port).map_err(|_| {
-        bad(format!("Request decode failed: Port {port} is out of range 0-65535"))
+        bad(format!(
+            "Request decode failed: Port {port} is out of range 0-65535"
+        ))
     })?;
 
     if name.is_empty() {
@@ -206,8 +220,9 @@ pub fn decode(body: &[u8]) -> Result<Registration, ApiError> {
     }
     let weights = match weights {
         None => Weights::default(),
-        Some((passing, warning)) => validate_weights(passing, warning)
-            .map_err(|e| bad(format!("Invalid Weights: {e}")))?,
+        Some((passing, warning)) => {
+            validate_weights(passing, warning).map_err(|e| bad(format!("Invalid Weights: {e}")))?
+        }
     };
     validate_meta(&meta).map_err(|e| bad(format!("Invalid Service Meta: {e}")))?;
     for check in &checks {
@@ -220,7 +235,9 @@ pub fn decode(body: &[u8]) -> Result<Registration, ApiError> {
         .iter()
         .any(|c| !c.status.is_empty() && ![PASSING, WARNING, CRITICAL].contains(&c.status.as_str()))
     {
-        return Err(bad("Status for checks must 'passing', 'warning', 'critical'"));
+        return Err(bad(
+            "Status for checks must 'passing', 'warning', 'critical'",
+        ));
     }
 
     Ok(Registration {
@@ -274,7 +291,9 @@ fn decode_tagged_addresses(f: &Fields<'_>) -> Result<BTreeMap<String, TaggedAddr
         let a = Fields::new(addr, "ServiceAddress");
         let port = a.int(&["port"], "Port")?;
         let port = u16::try_from(port).map_err(|_| {
-            bad(format!("Request decode failed: Port {port} is out of range 0-65535"))
+            bad(format!(
+                "Request decode failed: Port {port} is out of range 0-65535"
+            ))
         })?;
         out.insert(
             tag.clone(),
@@ -293,7 +312,10 @@ fn decode_weights(f: &Fields<'_>) -> Result<Option<(i64, i64)>, ApiError> {
         return Ok(None);
     };
     let w = Fields::new(obj, "Weights");
-    Ok(Some((w.int(&["passing"], "Passing")?, w.int(&["warning"], "Warning")?)))
+    Ok(Some((
+        w.int(&["passing"], "Passing")?,
+        w.int(&["warning"], "Warning")?,
+    )))
 }
 
 /// Consul's `ValidateWeights`.
@@ -324,7 +346,7 @@ fn validate_meta(meta: &BTreeMap<String, String>) -> Result<(), String> {
             return Err("Key cannot be blank".into());
         }
         if key.len() > 128 {
-            return Err(format!("Key is too long (limit: 128 characters)"));
+            return Err("Key is too long (limit: 128 characters)".into());
         }
         if !key
             .bytes()
@@ -336,7 +358,7 @@ fn validate_meta(meta: &BTreeMap<String, String>) -> Result<(), String> {
             return Err("Key prefix 'consul-' is reserved for internal use".into());
         }
         if value.len() > 512 {
-            return Err(format!("Value is too long (limit: 512 characters)"));
+            return Err("Value is too long (limit: 512 characters)".into());
         }
     }
     Ok(())
@@ -359,12 +381,22 @@ fn decode_checks(f: &Fields<'_>) -> Result<Vec<CheckSpec>, ApiError> {
                     Value::Object(obj) => out.push(decode_check(obj)?),
                     Value::Null => out.push(CheckSpec::default()),
                     other => {
-                        return Err(type_error(other, "ServiceDefinition.Checks", "structs.CheckType"))
+                        return Err(type_error(
+                            other,
+                            "ServiceDefinition.Checks",
+                            "structs.CheckType",
+                        ))
                     }
                 }
             }
         }
-        Some(other) => return Err(type_error(other, "ServiceDefinition.Checks", "structs.CheckTypes")),
+        Some(other) => {
+            return Err(type_error(
+                other,
+                "ServiceDefinition.Checks",
+                "structs.CheckTypes",
+            ))
+        }
     }
     Ok(out)
 }
@@ -418,7 +450,8 @@ fn decode_check(obj: &Map<String, Value>) -> Result<CheckSpec, ApiError> {
             )?,
             success_before_passing: f.int(&["successbeforepassing"], "SuccessBeforePassing")?,
             failures_before_warning: f.int(&["failuresbeforewarning"], "FailuresBeforeWarning")?,
-            failures_before_critical: f.int(&["failuresbeforecritical"], "FailuresBeforeCritical")?,
+            failures_before_critical: f
+                .int(&["failuresbeforecritical"], "FailuresBeforeCritical")?,
             output_max_size: f.int(&["outputmaxsize"], "OutputMaxSize")?,
         },
     })
@@ -440,25 +473,41 @@ mod tests {
         assert_eq!(normalize_key("EnableTagOverride"), "enabletagoverride");
         assert_eq!(normalize_key("enable_tag_override"), "enabletagoverride");
         assert_eq!(normalize_key("TaggedAddresses"), "taggedaddresses");
-        assert_eq!(normalize_key("DeregisterCriticalServiceAfter"), "deregistercriticalserviceafter");
+        assert_eq!(
+            normalize_key("DeregisterCriticalServiceAfter"),
+            "deregistercriticalserviceafter"
+        );
         assert_eq!(normalize_key("tls_skip_verify"), "tlsskipverify");
     }
 
     #[test]
     fn mixed_case_keys_decode_alike() {
-        let lower = dec(r#"{"name":"web","id":"w1","address":"127.0.0.1","port":81,"tags":["a"],
+        let lower = dec(
+            r#"{"name":"web","id":"w1","address":"127.0.0.1","port":81,"tags":["a"],
             "meta":{"Zone":"a"},"weights":{"passing":3,"warning":1},"enabletagoverride":true,
             "tagged_addresses":{"lan":{"address":"127.0.0.2","port":82}},
-            "checks":[{"ttl":"10s","Name":"t","CheckID":"c1","Status":"warning"}]}"#)
+            "checks":[{"ttl":"10s","Name":"t","CheckID":"c1","Status":"warning"}]}"#,
+        )
         .unwrap();
-        let pascal = dec(r#"{"Name":"web","ID":"w1","Address":"127.0.0.1","Port":81,"Tags":["a"],
+        let pascal = dec(
+            r#"{"Name":"web","ID":"w1","Address":"127.0.0.1","Port":81,"Tags":["a"],
             "Meta":{"Zone":"a"},"Weights":{"Passing":3,"Warning":1},"EnableTagOverride":true,
             "TaggedAddresses":{"lan":{"Address":"127.0.0.2","Port":82}},
-            "Checks":[{"TTL":"10s","name":"t","check_id":"c1","status":"warning"}]}"#)
+            "Checks":[{"TTL":"10s","name":"t","check_id":"c1","status":"warning"}]}"#,
+        )
         .unwrap();
         assert_eq!(lower, pascal);
-        assert_eq!(lower.service.meta.get("Zone").map(String::as_str), Some("a"));
-        assert_eq!(lower.service.weights, Weights { passing: 3, warning: 1 });
+        assert_eq!(
+            lower.service.meta.get("Zone").map(String::as_str),
+            Some("a")
+        );
+        assert_eq!(
+            lower.service.weights,
+            Weights {
+                passing: 3,
+                warning: 1
+            }
+        );
         assert_eq!(lower.checks[0].definition.ttl, Some(10_000_000_000));
         assert_eq!(lower.checks[0].status, "warning");
         assert!(lower.service.tagged_addresses.contains_key("lan"));
@@ -471,18 +520,45 @@ mod tests {
         assert_eq!(r.service.address, "");
         assert_eq!(r.service.port, 0);
         assert!(r.service.tags.is_empty() && r.service.meta.is_empty());
-        assert_eq!(r.service.weights, Weights { passing: 1, warning: 1 });
+        assert_eq!(
+            r.service.weights,
+            Weights {
+                passing: 1,
+                warning: 1
+            }
+        );
         assert!(r.checks.is_empty());
         // An empty `Check` is no check.
-        assert!(dec(r#"{"Name":"web","Check":{}}"#).unwrap().checks.is_empty());
+        assert!(dec(r#"{"Name":"web","Check":{}}"#)
+            .unwrap()
+            .checks
+            .is_empty());
     }
 
     #[test]
     fn weights_validation() {
-        assert_eq!(validate_weights(1, 0), Ok(Weights { passing: 1, warning: 0 }));
-        assert_eq!(validate_weights(65535, 65535), Ok(Weights { passing: 65535, warning: 65535 }));
-        assert_eq!(validate_weights(0, 1).unwrap_err(), "Passing must be greater than 0");
-        assert_eq!(validate_weights(1, -1).unwrap_err(), "Warning must be greater or equal than 0");
+        assert_eq!(
+            validate_weights(1, 0),
+            Ok(Weights {
+                passing: 1,
+                warning: 0
+            })
+        );
+        assert_eq!(
+            validate_weights(65535, 65535),
+            Ok(Weights {
+                passing: 65535,
+                warning: 65535
+            })
+        );
+        assert_eq!(
+            validate_weights(0, 1).unwrap_err(),
+            "Passing must be greater than 0"
+        );
+        assert_eq!(
+            validate_weights(1, -1).unwrap_err(),
+            "Warning must be greater or equal than 0"
+        );
         assert_eq!(
             validate_weights(65536, 1).unwrap_err(),
             "Passing or Warning must be lower or equal than 65535"
@@ -497,10 +573,20 @@ mod tests {
     fn validation_messages() {
         assert_eq!(dec(r#"{"ID":"x"}"#).unwrap_err(), "Missing service name");
         assert_eq!(dec("").unwrap_err(), "Missing service name");
-        assert_eq!(dec(r#"{"Name":"a","Address":"0.0.0.0"}"#).unwrap_err(), "Invalid service address");
-        assert_eq!(dec(r#"{"Name":"a","Address":"::"}"#).unwrap_err(), "Invalid service address");
-        assert!(dec("{nope").unwrap_err().starts_with("Request decode failed: "));
-        assert!(dec(r#"{"Name":"a","Port":"80"}"#).unwrap_err().starts_with("Request decode failed: "));
+        assert_eq!(
+            dec(r#"{"Name":"a","Address":"0.0.0.0"}"#).unwrap_err(),
+            "Invalid service address"
+        );
+        assert_eq!(
+            dec(r#"{"Name":"a","Address":"::"}"#).unwrap_err(),
+            "Invalid service address"
+        );
+        assert!(dec("{nope")
+            .unwrap_err()
+            .starts_with("Request decode failed: "));
+        assert!(dec(r#"{"Name":"a","Port":"80"}"#)
+            .unwrap_err()
+            .starts_with("Request decode failed: "));
         assert!(dec(r#"{"Name":"a","TaggedAddresses":{"lan":"1.2.3.4"}}"#)
             .unwrap_err()
             .starts_with("Request decode failed: "));

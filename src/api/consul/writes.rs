@@ -4,9 +4,7 @@
 use http::StatusCode;
 
 use super::go::quote;
-use super::model::{
-    AgentState, HealthCheck, CheckDefinition, CRITICAL, MAINTENANCE_PREFIX,
-};
+use super::model::{AgentState, CheckDefinition, HealthCheck, CRITICAL, MAINTENANCE_PREFIX};
 use super::register::Registration;
 use crate::api::ApiError;
 
@@ -86,7 +84,12 @@ pub fn deregister(agent: &mut AgentState, id: &str) -> Result<(), ApiError> {
 
 /// Puts a service into maintenance (idempotently: a second enable keeps the first reason) or
 /// takes it out.
-pub fn maintenance(agent: &mut AgentState, id: &str, enable: bool, reason: &str) -> Result<(), ApiError> {
+pub fn maintenance(
+    agent: &mut AgentState,
+    id: &str,
+    enable: bool,
+    reason: &str,
+) -> Result<(), ApiError> {
     let Some(svc) = agent.services.get(id) else {
         return Err(ApiError::not_found(format!(
             "No service registered with ID {}",
@@ -121,7 +124,12 @@ pub fn maintenance(agent: &mut AgentState, id: &str, enable: bool, reason: &str)
 }
 
 /// Sets the status of a TTL check (`/v1/agent/check/pass|warn|fail|update`).
-pub fn update_ttl(agent: &mut AgentState, check_id: &str, status: &str, output: &str) -> Result<(), ApiError> {
+pub fn update_ttl(
+    agent: &mut AgentState,
+    check_id: &str,
+    status: &str,
+    output: &str,
+) -> Result<(), ApiError> {
     let Some(check) = agent.checks.get_mut(check_id) else {
         return Err(ApiError::not_found(format!(
             "Unknown check ID {}. Ensure that the check ID is passed, not the check name.",
@@ -169,12 +177,20 @@ mod tests {
     #[test]
     fn check_defaults_and_ids() {
         let mut a = AgentState::default();
-        reg(&mut a, r#"{"Name":"web","ID":"w1","Check":{"TTL":"10s"}}"#, false);
+        reg(
+            &mut a,
+            r#"{"Name":"web","ID":"w1","Check":{"TTL":"10s"}}"#,
+            false,
+        );
         let c = &a.checks["service:w1"];
         assert_eq!(c.name, "Service 'web' check");
         assert_eq!(c.status, CRITICAL);
         assert_eq!(c.service_name, "web");
-        reg(&mut a, r#"{"Name":"api","Checks":[{"TTL":"1s"},{"TTL":"1s","Status":"warning"}]}"#, false);
+        reg(
+            &mut a,
+            r#"{"Name":"api","Checks":[{"TTL":"1s"},{"TTL":"1s","Status":"warning"}]}"#,
+            false,
+        );
         assert_eq!(a.checks["service:api:1"].status, CRITICAL);
         assert_eq!(a.checks["service:api:2"].status, WARNING);
     }
@@ -182,17 +198,29 @@ mod tests {
     #[test]
     fn reregistration_keeps_or_replaces_checks() {
         let mut a = AgentState::default();
-        reg(&mut a, r#"{"Name":"web","Checks":[{"CheckID":"a","TTL":"1s"},{"CheckID":"b","TTL":"1s"}]}"#, false);
+        reg(
+            &mut a,
+            r#"{"Name":"web","Checks":[{"CheckID":"a","TTL":"1s"},{"CheckID":"b","TTL":"1s"}]}"#,
+            false,
+        );
         update_ttl(&mut a, "a", PASSING, "fine").unwrap();
         maintenance(&mut a, "web", true, "").unwrap();
-        reg(&mut a, r#"{"Name":"web","Port":81,"Checks":[{"CheckID":"a","TTL":"2s","Status":"critical"}]}"#, false);
+        reg(
+            &mut a,
+            r#"{"Name":"web","Port":81,"Checks":[{"CheckID":"a","TTL":"2s","Status":"critical"}]}"#,
+            false,
+        );
         assert_eq!(a.services["web"].port, 81);
         assert!(a.checks.contains_key("b"));
         // The running status survives a re-registration.
         assert_eq!(a.checks["a"].status, PASSING);
         assert_eq!(a.checks["a"].output, "fine");
         assert_eq!(a.checks["a"].definition.ttl, Some(2_000_000_000));
-        reg(&mut a, r#"{"Name":"web","Checks":[{"CheckID":"a","TTL":"2s"}]}"#, true);
+        reg(
+            &mut a,
+            r#"{"Name":"web","Checks":[{"CheckID":"a","TTL":"2s"}]}"#,
+            true,
+        );
         assert!(!a.checks.contains_key("b"));
         assert!(a.checks.contains_key("a"));
         assert!(a.checks.contains_key("_service_maintenance:web"));
@@ -205,7 +233,10 @@ mod tests {
         reg(&mut a, r#"{"Name":"api","Check":{"TTL":"1s"}}"#, false);
         deregister(&mut a, "web").unwrap();
         assert_eq!(a.checks.keys().collect::<Vec<_>>(), vec!["service:api"]);
-        assert_eq!(deregister(&mut a, "web").unwrap_err().status, StatusCode::NOT_FOUND);
+        assert_eq!(
+            deregister(&mut a, "web").unwrap_err().status,
+            StatusCode::NOT_FOUND
+        );
     }
 
     #[test]
@@ -220,20 +251,41 @@ mod tests {
         maintenance(&mut a, "web", false, "").unwrap();
         assert!(a.checks.is_empty());
         maintenance(&mut a, "web", true, "").unwrap();
-        assert_eq!(a.checks["_service_maintenance:web"].notes, DEFAULT_MAINTENANCE_REASON);
-        assert_eq!(maintenance(&mut a, "nope", true, "").unwrap_err().status, StatusCode::NOT_FOUND);
+        assert_eq!(
+            a.checks["_service_maintenance:web"].notes,
+            DEFAULT_MAINTENANCE_REASON
+        );
+        assert_eq!(
+            maintenance(&mut a, "nope", true, "").unwrap_err().status,
+            StatusCode::NOT_FOUND
+        );
     }
 
     #[test]
     fn ttl_updates() {
         let mut a = AgentState::default();
-        reg(&mut a, r#"{"Name":"web","Checks":[{"CheckID":"t","TTL":"1s"},{"CheckID":"h","HTTP":"http://x","Interval":"1s"}]}"#, false);
+        reg(
+            &mut a,
+            r#"{"Name":"web","Checks":[{"CheckID":"t","TTL":"1s"},{"CheckID":"h","HTTP":"http://x","Interval":"1s"}]}"#,
+            false,
+        );
         update_ttl(&mut a, "t", WARNING, "slow").unwrap();
-        assert_eq!((a.checks["t"].status.as_str(), a.checks["t"].output.as_str()), (WARNING, "slow"));
-        assert_eq!(update_ttl(&mut a, "h", PASSING, "").unwrap_err().status, StatusCode::INTERNAL_SERVER_ERROR);
-        assert_eq!(update_ttl(&mut a, "zz", PASSING, "").unwrap_err().status, StatusCode::NOT_FOUND);
+        assert_eq!(
+            (a.checks["t"].status.as_str(), a.checks["t"].output.as_str()),
+            (WARNING, "slow")
+        );
+        assert_eq!(
+            update_ttl(&mut a, "h", PASSING, "").unwrap_err().status,
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+        assert_eq!(
+            update_ttl(&mut a, "zz", PASSING, "").unwrap_err().status,
+            StatusCode::NOT_FOUND
+        );
         let long = "é".repeat(3000);
         update_ttl(&mut a, "t", PASSING, &long).unwrap();
-        assert!(a.checks["t"].output.contains("(captured 4096 of 6000 bytes)"));
+        assert!(a.checks["t"]
+            .output
+            .contains("(captured 4096 of 6000 bytes)"));
     }
 }
