@@ -14,7 +14,9 @@ use crate::tls::cert::{self, CertError};
 
 fn cert_error(e: &CertError) -> ApiError {
     let field = match e {
-        CertError::InvalidPem | CertError::NoCertificate | CertError::InvalidCertificate(_) => "cert",
+        CertError::InvalidPem | CertError::NoCertificate | CertError::InvalidCertificate(_) => {
+            "cert"
+        }
         CertError::InvalidChain(_) => "certChain",
         _ => "key",
     };
@@ -22,7 +24,11 @@ fn cert_error(e: &CertError) -> ApiError {
 }
 
 /// Parses the PEM triple: facts of the leaf, and a check that the key belongs to it.
-fn facts(cert_pem: &str, key_pem: &str, chain: Option<&str>) -> Result<BTreeMap<String, Value>, ApiError> {
+fn facts(
+    cert_pem: &str,
+    key_pem: &str,
+    chain: Option<&str>,
+) -> Result<BTreeMap<String, Value>, ApiError> {
     let info = cert::inspect(cert_pem).map_err(|e| cert_error(&e))?;
     cert::certified_key(cert_pem, key_pem, chain).map_err(|e| cert_error(&e))?;
     let mut m = BTreeMap::new();
@@ -42,7 +48,11 @@ fn facts(cert_pem: &str, key_pem: &str, chain: Option<&str>) -> Result<BTreeMap<
     Ok(m)
 }
 
-fn ensure_unique_name(state: &RancherState, name: &str, except: Option<&str>) -> Result<(), ApiError> {
+fn ensure_unique_name(
+    state: &RancherState,
+    name: &str,
+    except: Option<&str>,
+) -> Result<(), ApiError> {
     if state
         .certificates
         .iter()
@@ -99,7 +109,11 @@ fn index_of(state: &RancherState, id: &str) -> Result<usize, ApiError> {
 }
 
 /// A partial update; a new cert/key/chain is parsed and checked as on create.
-pub fn update(state: &mut RancherState, id: &str, body: &Map<String, Value>) -> Result<(), ApiError> {
+pub fn update(
+    state: &mut RancherState,
+    id: &str,
+    body: &Map<String, Value>,
+) -> Result<(), ApiError> {
     let i = index_of(state, id)?;
     let fields = validate::check(cert_schema()?, body, Mode::Update)?;
     let mut c = state.certificates[i].clone();
@@ -137,7 +151,12 @@ pub fn delete(state: &mut RancherState, id: &str) -> Result<StoredCertificate, A
     let users: Vec<&str> = state
         .services
         .iter()
-        .filter(|s| s.is_lb() && s.certificate_refs().iter().any(|r| r.eq_ignore_ascii_case(&cid)))
+        .filter(|s| {
+            s.is_lb()
+                && s.certificate_refs()
+                    .iter()
+                    .any(|r| r.eq_ignore_ascii_case(&cid))
+        })
         .map(|s| s.name.as_str())
         .collect();
     if !users.is_empty() {
@@ -161,7 +180,11 @@ mod tests {
 
     macro_rules! fixture {
         ($name:literal) => {
-            include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/certs/", $name))
+            include_str!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/data/certs/",
+                $name
+            ))
         };
     }
 
@@ -172,7 +195,8 @@ mod tests {
     #[test]
     fn create_check_and_delete() {
         let mut st = RancherState::default();
-        let body = json!({"name": "c", "cert": fixture!("rsa.crt"), "key": fixture!("rsa2048-pkcs8.key")});
+        let body =
+            json!({"name": "c", "cert": fixture!("rsa.crt"), "key": fixture!("rsa2048-pkcs8.key")});
         let id = create(&mut st, &obj(body)).unwrap();
         assert_eq!(id, "1c1");
         let c = st.certificate(&id).unwrap();
@@ -181,13 +205,21 @@ mod tests {
 
         let bad = json!({"name": "d", "cert": "not pem", "key": fixture!("rsa2048-pkcs8.key")});
         let e = create(&mut st, &obj(bad)).unwrap_err();
-        assert_eq!((e.code, e.field.as_deref()), ("InvalidFormat", Some("cert")));
-        let wrong = json!({"name": "d", "cert": fixture!("rsa.crt"), "key": fixture!("ec-sec1.key")});
+        assert_eq!(
+            (e.code, e.field.as_deref()),
+            ("InvalidFormat", Some("cert"))
+        );
+        let wrong =
+            json!({"name": "d", "cert": fixture!("rsa.crt"), "key": fixture!("ec-sec1.key")});
         let e = create(&mut st, &obj(wrong)).unwrap_err();
         assert_eq!((e.code, e.field.as_deref()), ("InvalidFormat", Some("key")));
         let e = create(&mut st, &obj(json!({"name": "x", "key": "k"}))).unwrap_err();
-        assert_eq!((e.code, e.field.as_deref()), ("MissingRequired", Some("cert")));
-        let expired = json!({"name": "old", "cert": fixture!("expired.crt"), "key": fixture!("expired.key")});
+        assert_eq!(
+            (e.code, e.field.as_deref()),
+            ("MissingRequired", Some("cert"))
+        );
+        let expired =
+            json!({"name": "old", "cert": fixture!("expired.crt"), "key": fixture!("expired.key")});
         create(&mut st, &obj(expired)).unwrap();
 
         let lb = json!({"name": "lb1", "lbConfig": {"certificateIds": [id]}});

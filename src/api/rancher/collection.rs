@@ -134,7 +134,12 @@ pub fn render(req: &ListRequest<'_>, items: Vec<Value>) -> Value {
     let conds = conditions(req.query, req.filters);
     let mut data: Vec<Value> = items.into_iter().filter(|r| matches(r, &conds)).collect();
 
-    let param = |k: &str| req.query.iter().find(|(q, _)| q == k).map(|(_, v)| v.as_str());
+    let param = |k: &str| {
+        req.query
+            .iter()
+            .find(|(q, _)| q == k)
+            .map(|(_, v)| v.as_str())
+    };
     let sort = param("sort").filter(|s| !s.is_empty());
     let desc = param("order").is_some_and(|o| o.eq_ignore_ascii_case("desc"));
     if let Some(field) = sort {
@@ -187,7 +192,11 @@ pub fn render(req: &ListRequest<'_>, items: Vec<Value>) -> Value {
             .collect();
         filters.insert(
             f.to_string(),
-            if mine.is_empty() { Value::Null } else { json!(mine) },
+            if mine.is_empty() {
+                Value::Null
+            } else {
+                json!(mine)
+            },
         );
     }
     let create_types: Map<String, Value> = req
@@ -264,7 +273,10 @@ mod tests {
         assert_eq!(names(&[("uuid_notnull", "")]).len(), 0);
         assert_eq!(names(&[("bogus", "x"), ("name_bogus", "x")]).len(), 3);
         assert_eq!(names(&[("sort", "name")]), ["lb", "web", "web-2"]);
-        assert_eq!(names(&[("sort", "name"), ("order", "desc")]), ["web-2", "web", "lb"]);
+        assert_eq!(
+            names(&[("sort", "name"), ("order", "desc")]),
+            ["web-2", "web", "lb"]
+        );
     }
 
     #[test]
@@ -282,8 +294,14 @@ mod tests {
         assert_eq!(v["type"], "collection");
         assert_eq!(v["data"].as_array().unwrap().len(), 1);
         assert_eq!(v["pagination"]["total"], 2);
-        assert!(v["pagination"]["next"].as_str().unwrap().contains("marker=m1"));
-        assert_eq!(v["filters"]["name"], json!([{"modifier": "prefix", "value": "w"}]));
+        assert!(v["pagination"]["next"]
+            .as_str()
+            .unwrap()
+            .contains("marker=m1"));
+        assert_eq!(
+            v["filters"]["name"],
+            json!([{"modifier": "prefix", "value": "w"}])
+        );
         assert_eq!(v["filters"]["state"], Value::Null);
         assert_eq!(v["createTypes"]["service"], "http://h/v1/services");
         assert_eq!(v["actions"], json!({}));

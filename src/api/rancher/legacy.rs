@@ -25,7 +25,12 @@ pub fn derive(service: &Service) -> Result<LbConfig, ApiError> {
         launch
             .and_then(|l| l.get(key))
             .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect()
+            })
             .unwrap_or_default()
     };
     let ports = strings("ports");
@@ -66,7 +71,12 @@ pub fn derive(service: &Service) -> Result<LbConfig, ApiError> {
         .fields
         .get("certificateIds")
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
         .unwrap_or_default();
     let default_certificate_id = service
         .fields
@@ -144,7 +154,10 @@ mod tests {
             json!([{"sourcePort": 18090, "protocol": "http", "hostname": "web.example.com",
                     "path": "/legacy", "targetPort": 8080, "serviceId": "1s2"}])
         );
-        assert_eq!(cfg.config.as_deref(), Some("global\nmaxconn 10\ndefaults\nretries 3\n"));
+        assert_eq!(
+            cfg.config.as_deref(),
+            Some("global\nmaxconn 10\ndefaults\nretries 3\n")
+        );
         assert_eq!(cfg.stickiness_policy.unwrap().mode, "rewrite");
         assert_eq!(cfg.certificate_ids, vec!["1c4".to_string()]);
         assert_eq!(cfg.default_certificate_id.as_deref(), Some("1c4"));

@@ -167,7 +167,11 @@ fn base_url(req: &ApiRequest) -> String {
     };
     let host = req
         .header("host")
-        .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\'))
+        .filter(|h| {
+            !h.is_empty()
+                && h.bytes()
+                    .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+        })
         .map_or_else(|| req.peer.to_string(), str::to_string);
     format!("{scheme}://{host}")
 }
@@ -247,7 +251,8 @@ async fn dispatch(control: &Control, req: &ApiRequest, base: &str) -> Answer {
             .ok_or_else(|| ApiError::not_found(format!("no schema {id:?}"))),
         [] | ["schemas"] | ["schemas", _] => Err(method_not_allowed(m)),
         [coll] => {
-            let coll = Coll::parse(coll).ok_or_else(|| ApiError::not_found("no such collection"))?;
+            let coll =
+                Coll::parse(coll).ok_or_else(|| ApiError::not_found("no such collection"))?;
             match *m {
                 Method::GET => Ok((StatusCode::OK, list(control, req, base, coll))),
                 Method::POST => create(control, req, base, coll).await,
@@ -255,7 +260,8 @@ async fn dispatch(control: &Control, req: &ApiRequest, base: &str) -> Answer {
             }
         }
         [coll, id] => {
-            let coll = Coll::parse(coll).ok_or_else(|| ApiError::not_found("no such collection"))?;
+            let coll =
+                Coll::parse(coll).ok_or_else(|| ApiError::not_found("no such collection"))?;
             match *m {
                 Method::GET => get(control, base, coll, id),
                 Method::PUT => put(control, req, base, coll, id).await,
@@ -268,7 +274,8 @@ async fn dispatch(control: &Control, req: &ApiRequest, base: &str) -> Answer {
             }
         }
         [coll, id, link] => {
-            let coll = Coll::parse(coll).ok_or_else(|| ApiError::not_found("no such collection"))?;
+            let coll =
+                Coll::parse(coll).ok_or_else(|| ApiError::not_found("no such collection"))?;
             if m != Method::GET {
                 return Err(method_not_allowed(m));
             }
@@ -304,7 +311,10 @@ fn schemas(req: &ApiRequest, base: &str) -> Value {
 }
 
 fn create_types(base: &str, coll: Coll) -> Vec<(&'static str, String)> {
-    let lb = ("loadBalancerService", format!("{base}/v1/loadbalancerservices"));
+    let lb = (
+        "loadBalancerService",
+        format!("{base}/v1/loadbalancerservices"),
+    );
     match coll {
         Coll::Services => vec![("service", format!("{base}/v1/services")), lb],
         Coll::LoadBalancers => vec![lb],
@@ -418,7 +428,14 @@ async fn delete(control: &Control, base: &str, coll: Coll, id: &str) -> Answer {
         .map(|v| (StatusCode::OK, v))
 }
 
-async fn act(control: &Control, req: &ApiRequest, base: &str, coll: Coll, id: &str, action: &str) -> Answer {
+async fn act(
+    control: &Control,
+    req: &ApiRequest,
+    base: &str,
+    coll: Coll,
+    id: &str,
+    action: &str,
+) -> Answer {
     let body = body(req)?;
     let action = action.to_ascii_lowercase();
     control
@@ -451,7 +468,14 @@ async fn act(control: &Control, req: &ApiRequest, base: &str, coll: Coll, id: &s
         .map(|v| (StatusCode::OK, v))
 }
 
-fn consumed_services(control: &Control, req: &ApiRequest, base: &str, coll: Coll, id: &str, link: &str) -> Answer {
+fn consumed_services(
+    control: &Control,
+    req: &ApiRequest,
+    base: &str,
+    coll: Coll,
+    id: &str,
+    link: &str,
+) -> Answer {
     let state = control.state();
     let st = &state.rancher;
     let service = match coll {

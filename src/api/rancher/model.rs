@@ -235,11 +235,15 @@ impl RancherState {
     }
 
     pub fn service_mut(&mut self, id: &str) -> Option<&mut Service> {
-        self.services.iter_mut().find(|s| s.id.eq_ignore_ascii_case(id))
+        self.services
+            .iter_mut()
+            .find(|s| s.id.eq_ignore_ascii_case(id))
     }
 
     pub fn certificate(&self, id: &str) -> Option<&StoredCertificate> {
-        self.certificates.iter().find(|c| c.id.eq_ignore_ascii_case(id))
+        self.certificates
+            .iter()
+            .find(|c| c.id.eq_ignore_ascii_case(id))
     }
 }
 

@@ -110,7 +110,10 @@ pub fn service(state: &RancherState, s: &Service, base: &str) -> Value {
     m.insert("upgrade".into(), s.upgrade.clone().unwrap_or(Value::Null));
     let serving = s.state.serves();
     let scale = s.fields.get("scale").and_then(Value::as_i64).unwrap_or(1);
-    m.insert("currentScale".into(), json!(if serving { scale } else { 0 }));
+    m.insert(
+        "currentScale".into(),
+        json!(if serving { scale } else { 0 }),
+    );
     m.insert(
         "healthState".into(),
         json!(if serving { "healthy" } else { "unhealthy" }),

@@ -97,7 +97,10 @@ impl Field {
                 m.insert(k.into(), json!(v));
             }
         }
-        for (k, v) in [("minLength", self.min_length), ("maxLength", self.max_length)] {
+        for (k, v) in [
+            ("minLength", self.min_length),
+            ("maxLength", self.max_length),
+        ] {
             if let Some(v) = v {
                 m.insert(k.into(), json!(v));
             }
@@ -127,7 +130,10 @@ impl Schema {
         let mut links = Map::new();
         links.insert(
             "self".into(),
-            json!(format!("{base}/v1/schemas/{}", self.id.to_ascii_lowercase())),
+            json!(format!(
+                "{base}/v1/schemas/{}",
+                self.id.to_ascii_lowercase()
+            )),
         );
         if let Some(c) = self.collection {
             links.insert("collection".into(), json!(format!("{base}/v1/{c}")));
@@ -321,7 +327,10 @@ fn build() -> Vec<Schema> {
     let strategy_common = || {
         vec![
             f("batchSize", "int").cu().min(1).default(json!(1)),
-            f("intervalMillis", "int").cu().min(100).default(json!(2000)),
+            f("intervalMillis", "int")
+                .cu()
+                .min(100)
+                .default(json!(2000)),
         ]
     };
     let mut in_service = strategy_common();
@@ -419,7 +428,11 @@ fn build() -> Vec<Schema> {
                 f("name", "string").cu(),
                 f("description", "string").cu(),
                 f("haproxyConfig", "haproxyConfig").cu(),
-                f("lbCookieStickinessPolicy", "loadBalancerCookieStickinessPolicy").cu(),
+                f(
+                    "lbCookieStickinessPolicy",
+                    "loadBalancerCookieStickinessPolicy",
+                )
+                .cu(),
             ],
         ),
         embedded(
@@ -439,7 +452,11 @@ fn build() -> Vec<Schema> {
             ],
         ),
         embedded("serviceLink", "serviceLinks", link_fields()),
-        embedded("loadBalancerServiceLink", "loadBalancerServiceLinks", link_fields()),
+        embedded(
+            "loadBalancerServiceLink",
+            "loadBalancerServiceLinks",
+            link_fields(),
+        ),
         embedded(
             "addRemoveServiceLinkInput",
             "addRemoveServiceLinkInputs",
@@ -468,8 +485,16 @@ fn build() -> Vec<Schema> {
                 f("toServiceStrategy", "toServiceUpgradeStrategy").cu(),
             ],
         ),
-        embedded("inServiceUpgradeStrategy", "inServiceUpgradeStrategies", in_service),
-        embedded("toServiceUpgradeStrategy", "toServiceUpgradeStrategies", to_service),
+        embedded(
+            "inServiceUpgradeStrategy",
+            "inServiceUpgradeStrategies",
+            in_service,
+        ),
+        embedded(
+            "toServiceUpgradeStrategy",
+            "toServiceUpgradeStrategies",
+            to_service,
+        ),
         embedded(
             "serviceRestart",
             "serviceRestarts",
@@ -498,19 +523,20 @@ mod tests {
         for s in all() {
             for field in &s.fields {
                 let mut ty = field.ty;
-                loop {
-                    if let Some(inner) = ty.strip_prefix("array[").or(ty.strip_prefix("map[")) {
-                        ty = inner.strip_suffix(']').unwrap_or(inner);
-                    } else {
-                        break;
-                    }
+                while let Some(inner) = ty.strip_prefix("array[").or(ty.strip_prefix("map[")) {
+                    ty = inner.strip_suffix(']').unwrap_or(inner);
                 }
                 let scalar = ty.starts_with("reference[")
                     || [
                         "string", "int", "boolean", "enum", "json", "password", "date", "float",
                     ]
                     .contains(&ty);
-                assert!(scalar || get(ty).is_some(), "{}.{} type {ty}", s.id, field.name);
+                assert!(
+                    scalar || get(ty).is_some(),
+                    "{}.{} type {ty}",
+                    s.id,
+                    field.name
+                );
             }
             for (a, input) in &s.actions {
                 if let Some(i) = input {
@@ -523,9 +549,17 @@ mod tests {
     #[test]
     fn rendering_has_absolute_links() {
         let lb = get("loadbalancerservice").unwrap().render("http://h:1");
-        assert_eq!(lb["links"]["collection"], "http://h:1/v1/loadbalancerservices");
+        assert_eq!(
+            lb["links"]["collection"],
+            "http://h:1/v1/loadbalancerservices"
+        );
         assert_eq!(lb["collectionMethods"], json!(["GET", "POST"]));
-        for a in ["activate", "addservicelink", "cancelrollback", "finishupgrade"] {
+        for a in [
+            "activate",
+            "addservicelink",
+            "cancelrollback",
+            "finishupgrade",
+        ] {
             assert!(lb["resourceActions"][a].is_object(), "{a}");
         }
         let rule = get("portRule").unwrap().render("http://h:1");

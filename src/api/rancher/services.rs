@@ -32,7 +32,11 @@ fn parse_lb_config(v: &Value) -> Result<LbConfig, ApiError> {
         .map_err(|e| ApiError::invalid("InvalidFormat", "lbConfig", format!("lbConfig: {e}")))
 }
 
-fn ensure_unique_name(state: &RancherState, name: &str, except: Option<&str>) -> Result<(), ApiError> {
+fn ensure_unique_name(
+    state: &RancherState,
+    name: &str,
+    except: Option<&str>,
+) -> Result<(), ApiError> {
     let taken = state
         .services
         .iter()
@@ -109,13 +113,20 @@ fn apply_fields(s: &mut Service, fields: Map<String, Value>) -> Result<(), ApiEr
 }
 
 /// Creates a service (`kind`) from a request body; returns its id.
-pub fn create(state: &mut RancherState, kind: Kind, body: &Map<String, Value>) -> Result<String, ApiError> {
+pub fn create(
+    state: &mut RancherState,
+    kind: Kind,
+    body: &Map<String, Value>,
+) -> Result<String, ApiError> {
     let fields = validate::check(schema_of(kind)?, body, Mode::Create)?;
-    let name = fields.get("name").and_then(Value::as_str).unwrap_or_default();
+    let name = fields
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     ensure_unique_name(state, name, None)?;
     let start = fields.get("startOnCreate").and_then(Value::as_bool) == Some(true);
-    let legacy = kind == Kind::LoadBalancerService
-        && fields.get("lbConfig").map_or(true, Value::is_null);
+    let legacy =
+        kind == Kind::LoadBalancerService && fields.get("lbConfig").map_or(true, Value::is_null);
     let id = state.allocate_id('s');
     let created = now_ms();
     let mut s = Service {
@@ -153,7 +164,12 @@ fn index_of(state: &RancherState, id: &str, kind: Option<Kind>) -> Result<usize,
 }
 
 /// A partial update (PUT): only the fields given change; `lbConfig` is replaced whole.
-pub fn update(state: &mut RancherState, id: &str, kind: Option<Kind>, body: &Map<String, Value>) -> Result<(), ApiError> {
+pub fn update(
+    state: &mut RancherState,
+    id: &str,
+    kind: Option<Kind>,
+    body: &Map<String, Value>,
+) -> Result<(), ApiError> {
     let i = index_of(state, id, kind)?;
     let mut s = state.services[i].clone();
     let fields = validate::check(schema_of(s.kind)?, body, Mode::Update)?;
@@ -173,7 +189,8 @@ pub fn delete(state: &mut RancherState, id: &str, kind: Option<Kind>) -> Result<
     let mut gone = state.services.remove(i);
     for s in &mut state.services {
         let before = s.links.len();
-        s.links.retain(|l| !l.service_id.eq_ignore_ascii_case(&gone.id));
+        s.links
+            .retain(|l| !l.service_id.eq_ignore_ascii_case(&gone.id));
         if s.links.len() != before {
             legacy::rederive(s)?;
         }
@@ -221,7 +238,10 @@ pub fn action(
         return Err(ApiError::invalid(
             "ActionNotAvailable",
             "action",
-            format!("action {action:?} is not available in state {}", s.state.as_str()),
+            format!(
+                "action {action:?} is not available in state {}",
+                s.state.as_str()
+            ),
         ));
     };
     match action {
@@ -315,7 +335,13 @@ mod tests {
             &obj(json!({"serviceLink": {"serviceId": web, "ports": ["8080"]}})),
         )
         .unwrap();
-        let rules = &st.service(&lb).unwrap().lb_config.as_ref().unwrap().port_rules;
+        let rules = &st
+            .service(&lb)
+            .unwrap()
+            .lb_config
+            .as_ref()
+            .unwrap()
+            .port_rules;
         assert_eq!(rules.len(), 1);
         assert_eq!(rules[0].target_port, Some(8080));
         // Unknown link target → InvalidReference, state untouched.
@@ -340,10 +366,19 @@ mod tests {
     #[test]
     fn actions_follow_the_state_machine() {
         let mut st = RancherState::default();
-        let lb = create(&mut st, Kind::LoadBalancerService, &obj(json!({"name": "lb", "lbConfig": {}}))).unwrap();
-        let e = action(&mut st, &lb, None, "deactivate", &Map::new()).err().unwrap();
+        let lb = create(
+            &mut st,
+            Kind::LoadBalancerService,
+            &obj(json!({"name": "lb", "lbConfig": {}})),
+        )
+        .unwrap();
+        let e = action(&mut st, &lb, None, "deactivate", &Map::new())
+            .err()
+            .unwrap();
         assert_eq!(e.code, "ActionNotAvailable");
-        let e = action(&mut st, &lb, None, "explode", &Map::new()).err().unwrap();
+        let e = action(&mut st, &lb, None, "explode", &Map::new())
+            .err()
+            .unwrap();
         assert_eq!(e.code, "InvalidAction");
         action(&mut st, &lb, None, "activate", &Map::new()).unwrap();
         assert_eq!(st.service(&lb).unwrap().state, ServiceState::Active);
@@ -368,13 +403,19 @@ mod tests {
     fn names_unique_and_references_checked() {
         let mut st = RancherState::default();
         create(&mut st, Kind::Service, &obj(json!({"name": "web"}))).unwrap();
-        let e = create(&mut st, Kind::Service, &obj(json!({"name": "web"}))).err().unwrap();
+        let e = create(&mut st, Kind::Service, &obj(json!({"name": "web"})))
+            .err()
+            .unwrap();
         assert_eq!(e.code, "NotUnique");
         let bad = json!({"name": "lb", "lbConfig": {"portRules": [{"sourcePort": 80, "serviceId": "1s42"}]}});
-        let e = create(&mut st, Kind::LoadBalancerService, &obj(bad)).err().unwrap();
+        let e = create(&mut st, Kind::LoadBalancerService, &obj(bad))
+            .err()
+            .unwrap();
         assert_eq!(e.code, "InvalidReference");
         let bad = json!({"name": "lb", "lbConfig": {"certificateIds": ["1c9"]}});
-        let e = create(&mut st, Kind::LoadBalancerService, &obj(bad)).err().unwrap();
+        let e = create(&mut st, Kind::LoadBalancerService, &obj(bad))
+            .err()
+            .unwrap();
         assert_eq!(e.code, "InvalidReference");
     }
 }

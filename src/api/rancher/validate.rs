@@ -15,7 +15,11 @@ pub enum Mode {
 }
 
 /// Validates `body` against `schema`, returning only the fields writable in `mode`.
-pub fn check(schema: &Schema, body: &Map<String, Value>, mode: Mode) -> Result<Map<String, Value>, ApiError> {
+pub fn check(
+    schema: &Schema,
+    body: &Map<String, Value>,
+    mode: Mode,
+) -> Result<Map<String, Value>, ApiError> {
     let mut out = Map::new();
     for field in &schema.fields {
         let writable = match mode {
@@ -67,9 +71,7 @@ fn typed(field: &Field, ty: &str, v: &Value) -> Result<(), ApiError> {
         let Value::Array(items) = v else {
             return Err(bad_format(field, "an array"));
         };
-        return items
-            .iter()
-            .try_for_each(|item| typed(field, inner, item));
+        return items.iter().try_for_each(|item| typed(field, inner, item));
     }
     if let Some(inner) = ty.strip_prefix("map[").and_then(|t| t.strip_suffix(']')) {
         let Value::Object(items) = v else {
@@ -103,7 +105,10 @@ fn typed(field: &Field, ty: &str, v: &Value) -> Result<(), ApiError> {
                 Err(ApiError::invalid(
                     "InvalidOption",
                     field.name,
-                    format!("{} must be one of {:?}, not {s:?}", field.name, field.options),
+                    format!(
+                        "{} must be one of {:?}, not {s:?}",
+                        field.name, field.options
+                    ),
                 ))
             }
         }
@@ -195,11 +200,17 @@ mod tests {
     #[test]
     fn error_codes() {
         assert_eq!(code(lb(json!({}), Mode::Create)).0, "MissingRequired");
-        assert_eq!(code(lb(json!({"name": ""}), Mode::Create)).0, "MissingRequired");
+        assert_eq!(
+            code(lb(json!({"name": ""}), Mode::Create)).0,
+            "MissingRequired"
+        );
         assert!(lb(json!({}), Mode::Update).is_ok());
         let rule = |r: Value| json!({"name": "lb", "lbConfig": {"portRules": [r]}});
         assert_eq!(
-            code(lb(rule(json!({"sourcePort": 80, "protocol": "gopher"})), Mode::Create)),
+            code(lb(
+                rule(json!({"sourcePort": 80, "protocol": "gopher"})),
+                Mode::Create
+            )),
             ("InvalidOption", Some("protocol".into()))
         );
         assert_eq!(
