@@ -95,7 +95,7 @@ pub fn build(config: &Config, ctx: &BuildContext<'_>) -> Result<RoutingTable, Bu
                     port: rule.source_port,
                 });
             }
-            if !rule.protocol.is_http() || rule.protocol == Protocol::Https {
+            if !matches!(rule.protocol, Protocol::Http | Protocol::Udp) {
                 return Err(BuildError::Unsupported {
                     lb: err_lb(),
                     rule: i,

@@ -14,6 +14,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use super::drain;
+use crate::config::Protocol;
 use crate::routing::RoutingTable;
 use crate::runtime::Shared;
 
@@ -54,7 +55,9 @@ impl ListenerSet {
     ) -> Result<(), BindError> {
         let mut fresh = Vec::new();
         for listener in table.listeners() {
-            if self.bound.contains_key(&listener.port) {
+            // TODO(udp): bind a UdpSocket and spawn `proxy::l4::serve_udp` for these; a TCP
+            // socket on a udp listener's port would only accept and close connections.
+            if listener.protocol == Protocol::Udp || self.bound.contains_key(&listener.port) {
                 continue;
             }
             let addr = SocketAddr::new(self.ip, listener.port);
@@ -80,7 +83,12 @@ impl ListenerSet {
             .bound
             .keys()
             .copied()
-            .filter(|port| table.listener(*port).is_none())
+            // A port that became udp no longer wants its TCP socket (`bound` is TCP only).
+            .filter(|port| {
+                table
+                    .listener(*port)
+                    .map_or(true, |l| l.protocol == Protocol::Udp)
+            })
             .collect();
         for port in unused {
             if let Some(bound) = self.bound.remove(&port) {
