@@ -263,6 +263,8 @@ pub struct Limits {
     pub upstream_idle_per_target: usize,
     /// Concurrent client connections per listener (HAProxy's `maxconn`).
     pub max_connections_per_listener: usize,
+    /// UDP flows per listener; datagrams of new clients beyond it are dropped.
+    pub udp_max_flows: usize,
 }
 
 impl Default for Limits {
@@ -270,6 +272,7 @@ impl Default for Limits {
         Limits {
             upstream_idle_per_target: 64,
             max_connections_per_listener: 10_000,
+            udp_max_flows: 10_000,
         }
     }
 }

@@ -10,10 +10,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::Semaphore;
 
 use super::drain;
+use crate::config::Protocol;
+use crate::proxy::l4::{serve_udp, UdpOptions};
 use crate::routing::RoutingTable;
 use crate::runtime::Shared;
 
@@ -29,9 +31,31 @@ struct Bound {
     task: tokio::task::JoinHandle<()>,
 }
 
+/// A listener's socket kind: a port can carry a TCP and a UDP listener independently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Transport {
+    Tcp,
+    Udp,
+}
+
+impl Transport {
+    fn of(protocol: Protocol) -> Transport {
+        if protocol == Protocol::Udp {
+            Transport::Udp
+        } else {
+            Transport::Tcp
+        }
+    }
+}
+
+enum Socket {
+    Tcp(TcpListener),
+    Udp(UdpSocket),
+}
+
 pub struct ListenerSet {
     ip: IpAddr,
-    bound: BTreeMap<u16, Bound>,
+    bound: BTreeMap<(u16, Transport), Bound>,
 }
 
 impl ListenerSet {
@@ -43,10 +67,10 @@ impl ListenerSet {
     }
 
     pub fn ports(&self) -> impl Iterator<Item = u16> + '_ {
-        self.bound.keys().copied()
+        self.bound.keys().map(|(port, _)| *port)
     }
 
-    /// Binds every port of `table` not bound yet. On failure nothing new stays bound.
+    /// Binds every listener of `table` not bound yet. On failure nothing new stays bound.
     pub fn bind_missing(
         &mut self,
         table: &RoutingTable,
@@ -54,38 +78,55 @@ impl ListenerSet {
     ) -> Result<(), BindError> {
         let mut fresh = Vec::new();
         for listener in table.listeners() {
-            if self.bound.contains_key(&listener.port) {
+            let key = (listener.port, Transport::of(listener.protocol));
+            if self.bound.contains_key(&key) {
                 continue;
             }
             let addr = SocketAddr::new(self.ip, listener.port);
-            match bind_tcp(addr) {
-                Ok(socket) => fresh.push((listener.port, socket)),
+            let socket = match key.1 {
+                Transport::Tcp => bind_tcp(addr).map(Socket::Tcp),
+                Transport::Udp => bind_udp(addr).map(Socket::Udp),
+            };
+            match socket {
+                Ok(socket) => fresh.push((key, socket)),
                 Err(source) => return Err(BindError { addr, source }),
             }
         }
         let max_conns = table.limits.max_connections_per_listener;
-        for (port, socket) in fresh {
+        let udp = UdpOptions {
+            idle_timeout: table.timeouts.udp_idle(),
+            max_flows: table.limits.udp_max_flows,
+        };
+        for ((port, transport), socket) in fresh {
             let (signal, watch) = drain::channel();
-            let task = tokio::spawn(accept_loop(socket, port, shared.clone(), watch, max_conns));
-            tracing::info!(port, "listener opened");
-            self.bound.insert(port, Bound { signal, task });
+            let shared = shared.clone();
+            let task = match socket {
+                Socket::Tcp(s) => tokio::spawn(accept_loop(s, port, shared, watch, max_conns)),
+                Socket::Udp(s) => tokio::spawn(serve_udp(s, port, shared, watch, udp)),
+            };
+            tracing::info!(port, ?transport, "listener opened");
+            self.bound.insert((port, transport), Bound { signal, task });
         }
         Ok(())
     }
 
-    /// Stops accepting on ports `table` no longer uses and drains their connections in the
-    /// background, for at most `deadline`.
+    /// Stops listeners `table` no longer has and drains their connections in the background,
+    /// for at most `deadline`.
     pub fn close_unused(&mut self, table: &RoutingTable, deadline: Duration) {
-        let unused: Vec<u16> = self
+        let unused: Vec<(u16, Transport)> = self
             .bound
             .keys()
             .copied()
-            .filter(|port| table.listener(*port).is_none())
+            .filter(|(port, transport)| {
+                table
+                    .listener(*port)
+                    .is_none_or(|l| Transport::of(l.protocol) != *transport)
+            })
             .collect();
-        for port in unused {
-            if let Some(bound) = self.bound.remove(&port) {
-                tracing::info!(port, "listener closing");
-                tokio::spawn(drain_one(port, bound, deadline));
+        for key in unused {
+            if let Some(bound) = self.bound.remove(&key) {
+                tracing::info!(port = key.0, transport = ?key.1, "listener closing");
+                tokio::spawn(drain_one(key.0, bound, deadline));
             }
         }
     }
@@ -95,7 +136,7 @@ impl ListenerSet {
         let all = std::mem::take(&mut self.bound);
         futures_util::future::join_all(
             all.into_iter()
-                .map(|(port, bound)| drain_one(port, bound, deadline)),
+                .map(|((port, _), bound)| drain_one(port, bound, deadline)),
         )
         .await;
     }
@@ -116,6 +157,12 @@ async fn drain_one(port: u16, bound: Bound, deadline: Duration) {
         connections = open.saturating_sub(1),
         "listener closed"
     );
+}
+
+fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    let socket = std::net::UdpSocket::bind(addr)?;
+    socket.set_nonblocking(true)?;
+    UdpSocket::from_std(socket)
 }
 
 pub(crate) fn bind_tcp(addr: SocketAddr) -> std::io::Result<TcpListener> {
