@@ -237,7 +237,7 @@ impl Match {
             (Test::Contains(want), Datum::Map(m)) => m.is_some_and(|m| m.contains_key(want)),
             (Test::IsEmpty, Datum::Str(s)) => s.is_empty(),
             (Test::IsEmpty, Datum::List(items)) => items.is_empty(),
-            (Test::IsEmpty, Datum::Map(m)) => m.map_or(true, Map::is_empty),
+            (Test::IsEmpty, Datum::Map(m)) => m.is_none_or(Map::is_empty),
             (Test::Matches(re), Datum::Str(s)) => re.is_match(s),
             // Operator/type combinations are checked at parse time.
             _ => false,

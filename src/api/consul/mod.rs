@@ -223,7 +223,7 @@ fn list_services(control: &Control, req: &ApiRequest) -> Reply {
         let Ok(value) = serde_json::to_value(&view) else {
             continue;
         };
-        if filter.as_ref().map_or(true, |f| f.matches(&value)) {
+        if filter.as_ref().is_none_or(|f| f.matches(&value)) {
             out.insert(id.as_str(), value);
         }
     }

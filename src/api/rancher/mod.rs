@@ -338,7 +338,7 @@ fn list(control: &Control, req: &ApiRequest, base: &str, coll: Coll) -> Value {
         _ => st
             .services
             .iter()
-            .filter(|s| coll.kind().map_or(true, |k| k == s.kind))
+            .filter(|s| coll.kind().is_none_or(|k| k == s.kind))
             .map(|s| resource::service(st, s, base))
             .collect(),
     };
@@ -360,7 +360,7 @@ fn render(st: &RancherState, base: &str, coll: Coll, id: &str) -> Result<Value, 
             .ok_or_else(|| ApiError::not_found(format!("no certificate {id:?}"))),
         _ => st
             .service(id)
-            .filter(|s| coll.kind().map_or(true, |k| k == s.kind))
+            .filter(|s| coll.kind().is_none_or(|k| k == s.kind))
             .map(|s| resource::service(st, s, base))
             .ok_or_else(|| ApiError::not_found(format!("no service {id:?}"))),
     }
@@ -482,7 +482,7 @@ fn consumed_services(
         Coll::Certificates => None,
         _ => st
             .service(id)
-            .filter(|s| coll.kind().map_or(true, |k| k == s.kind)),
+            .filter(|s| coll.kind().is_none_or(|k| k == s.kind)),
     };
     let Some(service) = service.filter(|_| link == "consumedservices") else {
         return Err(ApiError::not_found("no such link"));

@@ -126,7 +126,7 @@ pub fn create(
     ensure_unique_name(state, name, None)?;
     let start = fields.get("startOnCreate").and_then(Value::as_bool) == Some(true);
     let legacy =
-        kind == Kind::LoadBalancerService && fields.get("lbConfig").map_or(true, Value::is_null);
+        kind == Kind::LoadBalancerService && fields.get("lbConfig").is_none_or(Value::is_null);
     let id = state.allocate_id('s');
     let created = now_ms();
     let mut s = Service {
@@ -159,7 +159,7 @@ fn index_of(state: &RancherState, id: &str, kind: Option<Kind>) -> Result<usize,
     state
         .services
         .iter()
-        .position(|s| s.id.eq_ignore_ascii_case(id) && kind.map_or(true, |k| k == s.kind))
+        .position(|s| s.id.eq_ignore_ascii_case(id) && kind.is_none_or(|k| k == s.kind))
         .ok_or_else(|| ApiError::not_found(format!("no service {id:?}")))
 }
 

@@ -122,9 +122,9 @@ fn is_tls_record_version(version: u16) -> bool {
 /// of waiting for five.
 fn starts_like_tls_handshake(buf: &[u8]) -> bool {
     // `map_or(true, ..)`: a byte that has not arrived yet cannot disqualify.
-    let type_ok = buf.first().map_or(true, |&t| t == CONTENT_TYPE_HANDSHAKE);
-    let major_ok = buf.get(1).map_or(true, |&major| major == 3);
-    let minor_ok = buf.get(2).map_or(true, |&minor| (1..=4).contains(&minor));
+    let type_ok = buf.first().is_none_or(|&t| t == CONTENT_TYPE_HANDSHAKE);
+    let major_ok = buf.get(1).is_none_or(|&major| major == 3);
+    let minor_ok = buf.get(2).is_none_or(|&minor| (1..=4).contains(&minor));
     type_ok && major_ok && minor_ok
 }
 
