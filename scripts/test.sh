@@ -19,3 +19,19 @@ if [ ! -x "$VENV/bin/pytest" ]; then
 fi
 echo "== API tests (pytest)"
 CORRAL_BIN="$PWD/target/debug/corral" "$VENV/bin/pytest" -q tests/api
+
+echo "== container image"
+if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then
+  docker build -q -t corral:test .
+  cid=$(docker run -d -p 127.0.0.1::9180 corral:test)
+  trap 'docker rm -f "$cid" >/dev/null 2>&1 || true' EXIT
+  port=$(docker port "$cid" 9180/tcp | head -1 | sed 's/.*://')
+  for _ in $(seq 1 50); do
+    curl -fsS "http://127.0.0.1:$port/ready" >/dev/null 2>&1 && break
+    sleep 0.2
+  done
+  curl -fsS "http://127.0.0.1:$port/health" | grep -q ok
+  echo "container answered on its control port"
+else
+  echo "skipped: no Docker daemon here (docker build/run need one)"
+fi

@@ -1,5 +1,6 @@
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::Parser;
 use tokio::signal::unix::{signal, SignalKind};
@@ -88,9 +89,9 @@ async fn run(args: Args) -> Result<(), String> {
 
     let deadline = runtime.table().timeouts.drain();
     tracing::info!(?deadline, "shutting down: draining connections");
-    tokio::join!(runtime.drain(deadline), async {
-        let _ = tokio::time::timeout(deadline, control_signal.drain()).await;
-    });
+    // The control listener stays up while the data plane drains, answering /ready with 503.
+    runtime.drain(deadline).await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), control_signal.drain()).await;
     tracing::info!("shutdown complete");
     Ok(())
 }
@@ -149,7 +150,9 @@ fn init_tracing(format: LogFormat) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     match format {
-        LogFormat::Json => builder.json().flatten_event(true).init(),
+        // Fields stay under "fields": flattened, the access log's `target` field would collide with
+        // the event's own `target` (its module path).
+        LogFormat::Json => builder.json().init(),
         LogFormat::Plain => builder.init(),
     }
 }

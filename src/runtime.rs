@@ -52,6 +52,8 @@ pub enum ApplyError {
 
 pub struct Runtime {
     shared: Arc<Shared>,
+    /// Set when shutdown starts, so `/ready` tells load balancers in front to stop sending.
+    draining: std::sync::atomic::AtomicBool,
     /// Held across a whole apply, so applies are serialised and listeners match the table.
     listeners: tokio::sync::Mutex<ListenerSet>,
     /// Ports no rule may take (the control listener's).
@@ -69,6 +71,7 @@ impl Runtime {
                 metrics: Metrics::new(),
                 tls: TlsContext::new(),
             }),
+            draining: std::sync::atomic::AtomicBool::new(false),
             listeners: tokio::sync::Mutex::new(ListenerSet::new(listen_ip)),
             reserved,
         }
@@ -148,8 +151,14 @@ impl Runtime {
         metrics.retain(&listeners, &services, &targets);
     }
 
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Stops accepting everywhere and waits for in-flight requests, at most `deadline`.
     pub async fn drain(&self, deadline: Duration) {
+        self.draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         self.listeners.lock().await.drain_all(deadline).await;
     }
 }

@@ -111,6 +111,11 @@ async fn route(
     let method = req.method().clone();
     match (&method, path.as_str()) {
         (&Method::GET, "/health") => return Reply::text(StatusCode::OK, "ok\n"),
+        // Answered only once the store is loaded and its listeners are bound (the control
+        // listener starts after that), until shutdown begins.
+        (&Method::GET, "/ready") if control.runtime().is_draining() => {
+            return Reply::text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+        }
         (&Method::GET, "/ready") => return Reply::text(StatusCode::OK, "ready\n"),
         (&Method::GET, "/") => return Reply::text(StatusCode::OK, summary(control)),
         (&Method::GET, "/metrics") => return metrics_reply(control.runtime()),
