@@ -126,10 +126,15 @@ async fn route(
     if !is_consul && !is_rancher {
         return Reply::text(StatusCode::NOT_FOUND, "404 Not Found\n");
     }
+    let schemas = (!is_consul).then(|| rancher::schemas_url(req.headers(), peer));
     let req = match ApiRequest::read(req, peer).await {
         Ok(req) => req,
-        Err(e) if is_consul => return Reply::text(e.status, format!("{}\n", e.message)),
-        Err(e) => return rancher::error_reply(&e),
+        Err(e) => {
+            return match schemas {
+                Some(schemas) => rancher::error_reply(&e).header("x-api-schemas", &schemas),
+                None => Reply::text(e.status, format!("{}\n", e.message)),
+            }
+        }
     };
     let reply = if is_consul {
         consul::handle(control, req).await

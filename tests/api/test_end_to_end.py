@@ -120,3 +120,21 @@ def test_https_with_certificates_uploaded_and_rotated_through_the_api(corral, ba
                lbConfig={"portRules": rules, "defaultCertificateId": ec.id})
     wait_until(lambda: served_certificate(port, "anything.test")[0] == der(pem("ec.crt")),
                what="rotated certificate")
+
+
+def test_oversized_bodies_are_413_with_the_api_envelope(corral):
+    big = b'{"name": "' + b"x" * (1024 * 1024 + 10) + b'"}'
+    req = urllib.request.Request(corral.url + "/v1/services", data=big, method="POST")
+    try:
+        urllib.request.urlopen(req, timeout=10)
+        raise AssertionError("a 1 MiB+ body was accepted")
+    except urllib.error.HTTPError as e:
+        assert e.code == 413
+        assert e.headers["X-API-Schemas"] == corral.url + "/v1/schemas"
+        assert b'"type":"error"' in e.read()
+    req = urllib.request.Request(corral.url + "/v1/agent/service/register", data=big, method="PUT")
+    try:
+        urllib.request.urlopen(req, timeout=10)
+        raise AssertionError("a 1 MiB+ body was accepted")
+    except urllib.error.HTTPError as e:
+        assert e.code == 413

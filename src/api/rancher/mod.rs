@@ -157,22 +157,31 @@ impl Coll {
 
 /// `scheme://host[:port]` of the request, for absolute links.
 fn base_url(req: &ApiRequest) -> String {
-    let scheme = match req
-        .header("x-forwarded-proto")
+    base_url_of(&req.headers, req.peer)
+}
+
+/// The `X-API-Schemas` URL for a request with these headers (also for requests whose body
+/// could not be read, so every `/v1` answer carries it).
+pub fn schemas_url(headers: &http::HeaderMap, peer: std::net::SocketAddr) -> String {
+    format!("{}/v1/schemas", base_url_of(headers, peer))
+}
+
+fn base_url_of(headers: &http::HeaderMap, peer: std::net::SocketAddr) -> String {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let scheme = match header("x-forwarded-proto")
         .and_then(|p| p.split(',').next())
         .map(|p| p.trim().to_ascii_lowercase())
     {
         Some(p) if p == "https" => "https",
         _ => "http",
     };
-    let host = req
-        .header("host")
+    let host = header("host")
         .filter(|h| {
             !h.is_empty()
                 && h.bytes()
                     .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
         })
-        .map_or_else(|| req.peer.to_string(), str::to_string);
+        .map_or_else(|| peer.to_string(), str::to_string);
     format!("{scheme}://{host}")
 }
 
