@@ -6,6 +6,7 @@ pub mod api;
 pub mod balance;
 pub mod cli;
 pub mod config;
+pub mod io;
 pub mod metrics;
 pub mod proxy;
 pub mod routing;

@@ -17,7 +17,7 @@ use prometheus::{
     IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-pub use io::CountingIo;
+pub use io::{counting, CountingIo};
 
 /// 0.5 ms to 10 s.
 const DURATION_BUCKETS: [f64; 14] = [

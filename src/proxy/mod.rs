@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::config::Protocol;
-use crate::metrics::{CountingIo, ListenerMetrics};
+use crate::metrics::{counting, ListenerMetrics};
 use crate::runtime::Shared;
 use crate::server::drain;
 
@@ -34,7 +34,7 @@ pub async fn serve(
     };
     metrics.connections.inc();
     let _active = ActiveConnection::new(metrics.active.clone());
-    let stream = CountingIo::new(stream, metrics.bytes_in.clone(), metrics.bytes_out.clone());
+    let stream = counting(stream, metrics.bytes_in.clone(), metrics.bytes_out.clone());
     let Some(listener) = listener else {
         return http::serve_connection(stream, client, port, "http", shared, drain).await;
     };

@@ -157,6 +157,15 @@ def backend_factory():
         b.close()
 
 
+def refused(port):
+    """Whether nothing listens on 127.0.0.1:port."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return False
+    except OSError:
+        return True
+
+
 def get(url, headers=None, timeout=5):
     """GET returning (status, body-text); HTTP errors are returned, not raised."""
     req = urllib.request.Request(url, headers=headers or {})

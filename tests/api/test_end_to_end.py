@@ -11,7 +11,7 @@ from collections import Counter
 import consul
 import gdapi
 
-from conftest import free_port, get, wait_until
+from conftest import free_port, get, refused, wait_until
 from test_rancher import pem
 
 
@@ -21,14 +21,6 @@ def shares(port, n, host="x"):
         status, body = get(f"http://127.0.0.1:{port}/", headers={"Host": host})
         counts[body if status == 200 else status] += 1
     return counts
-
-
-def refused(port):
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return False
-    except OSError:
-        return True
 
 
 def test_instances_from_consul_behind_a_rancher_lb(corral, backend_factory):

@@ -11,7 +11,7 @@ from collections import Counter
 import gdapi
 import pytest
 
-from conftest import free_port, get, wait_until
+from conftest import free_port, get, refused, wait_until
 
 CERTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "certs")
 
@@ -49,14 +49,6 @@ def raw(method, url, body=None, headers=None):
             return r.status, r.headers, json.loads(r.read() or b"null")
     except urllib.error.HTTPError as e:
         return e.code, e.headers, json.loads(e.read() or b"null")
-
-
-def refused(port):
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return False
-    except OSError:
-        return True
 
 
 # ---------------------------------------------------------------- envelopes and schemas

@@ -14,11 +14,12 @@ use std::time::{Duration, Instant};
 
 use hyper::rt::{Sleep, Timer};
 use parking_lot::Mutex;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::io::{Observed, Observer};
 
 /// Per-connection state shared by the timer and the IO wrapper.
 #[derive(Debug, Default)]
-struct HeadClock {
+pub struct HeadClock {
     /// When the first byte arrived since hyper last armed the head timer.
     first_byte: Mutex<Option<Instant>>,
 }
@@ -40,7 +41,7 @@ impl HeadTimer {
                 idle,
                 head,
             },
-            ClockedIo { inner: io, clock },
+            Observed::new(io, clock),
         )
     }
 }
@@ -87,56 +88,14 @@ impl Future for HeadSleep {
 
 impl Sleep for HeadSleep {}
 
-pin_project_lite::pin_project! {
-    /// Reports the first byte read after the head timer was armed.
-    pub struct ClockedIo<T> {
-        #[pin]
-        inner: T,
-        clock: Arc<HeadClock>,
-    }
-}
+/// The connection's bytes, reporting the first byte read after the head timer was armed.
+pub type ClockedIo<T> = Observed<T, Arc<HeadClock>>;
 
-impl<T: AsyncRead> AsyncRead for ClockedIo<T> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let this = self.project();
-        let before = buf.filled().len();
-        let res = this.inner.poll_read(cx, buf);
-        if buf.filled().len() > before {
-            let mut first = this.clock.first_byte.lock();
-            if first.is_none() {
-                *first = Some(Instant::now());
-            }
+impl Observer for Arc<HeadClock> {
+    fn on_read(&self, _bytes: usize) {
+        let mut first = self.first_byte.lock();
+        if first.is_none() {
+            *first = Some(Instant::now());
         }
-        res
-    }
-}
-
-impl<T: AsyncWrite> AsyncWrite for ClockedIo<T> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        self.project().inner.poll_write(cx, buf)
-    }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        self.project().inner.poll_flush(cx)
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        self.project().inner.poll_shutdown(cx)
-    }
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        self.project().inner.poll_write_vectored(cx, bufs)
     }
 }

@@ -10,6 +10,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::balance::{Target, TargetGroup};
+use crate::io::{Observed, Observer};
 use crate::routing::{Route, RoutingTable};
 use crate::server::drain;
 
@@ -99,11 +100,8 @@ impl Activity {
         }
     }
 
-    fn watch<T>(&self, io: T) -> Watched<T> {
-        Watched {
-            inner: io,
-            activity: self.clone(),
-        }
+    fn watch<T>(&self, io: T) -> Observed<T, Activity> {
+        Observed::new(io, self.clone())
     }
 
     fn touch(&self) {
@@ -123,48 +121,8 @@ impl Activity {
     }
 }
 
-pin_project_lite::pin_project! {
-    struct Watched<T> {
-        #[pin]
-        inner: T,
-        activity: Activity,
-    }
-}
-
-impl<T: AsyncRead> AsyncRead for Watched<T> {
-    fn poll_read(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        let this = self.project();
-        let before = buf.filled().len();
-        let res = this.inner.poll_read(cx, buf);
-        if buf.filled().len() > before {
-            this.activity.touch();
-        }
-        res
-    }
-}
-
-impl<T: AsyncWrite> AsyncWrite for Watched<T> {
-    fn poll_write(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        self.project().inner.poll_write(cx, buf)
-    }
-    fn poll_flush(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        self.project().inner.poll_flush(cx)
-    }
-    fn poll_shutdown(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        self.project().inner.poll_shutdown(cx)
+impl Observer for Activity {
+    fn on_read(&self, _bytes: usize) {
+        self.touch();
     }
 }
