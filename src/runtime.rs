@@ -149,6 +149,7 @@ impl Runtime {
             }
         }
         metrics.retain(&listeners, &services, &targets);
+        metrics.set_certificates(table.certificates());
     }
 
     pub fn is_draining(&self) -> bool {

@@ -110,6 +110,12 @@ async fn upstream_failures_are_502_503_504() {
     let (status, _, body) = get(port, "x", "/slow").await;
     assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{body}");
     assert!(start.elapsed() < Duration::from_secs(2));
+    let metrics = _rt.shared().metrics.render();
+    assert!(
+        metrics.contains(r#"corral_target_timeouts_total{service="slow",target="slow"} 1"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains(r#"corral_target_connect_errors_total{service="dead",target="d1"} 1"#));
 }
 
 #[tokio::test]

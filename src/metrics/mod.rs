@@ -47,6 +47,7 @@ pub struct Metrics {
     target_weight: IntGaugeVec,
     target_state: IntGaugeVec,
     target_connect_errors: IntCounterVec,
+    target_timeouts: IntCounterVec,
     target_retries: IntCounterVec,
     pub target_health_check_failures: IntCounterVec,
     pub sticky: IntCounterVec,
@@ -91,6 +92,7 @@ pub struct ServiceMetrics {
 pub struct TargetMetrics {
     pub requests: IntCounter,
     pub connect_errors: IntCounter,
+    pub timeouts: IntCounter,
     pub retries: IntCounter,
 }
 
@@ -208,6 +210,12 @@ impl Metrics {
                 "Failed connections to a target.",
                 st,
             ),
+            target_timeouts: counter(
+                &r,
+                "corral_target_timeouts_total",
+                "Requests whose response head did not come in time.",
+                st,
+            ),
             target_retries: counter(
                 &r,
                 "corral_target_retries_total",
@@ -309,6 +317,7 @@ impl Metrics {
         TargetMetrics {
             requests: self.target_requests.with_label_values(&labels),
             connect_errors: self.target_connect_errors.with_label_values(&labels),
+            timeouts: self.target_timeouts.with_label_values(&labels),
             retries: self.target_retries.with_label_values(&labels),
         }
     }
@@ -364,6 +373,7 @@ impl Metrics {
             for vec in [
                 &self.target_requests,
                 &self.target_connect_errors,
+                &self.target_timeouts,
                 &self.target_retries,
                 &self.target_health_check_failures,
             ] {
@@ -380,6 +390,16 @@ impl Metrics {
         live.listeners.clone_from(listeners);
         live.services.clone_from(services);
         live.targets.clone_from(targets);
+    }
+
+    /// Exports the expiry of exactly these certificates (id, not-after in Unix seconds).
+    pub fn set_certificates<'a>(&self, certs: impl Iterator<Item = (&'a str, i64)>) {
+        self.certificate_not_after.reset();
+        for (id, not_after) in certs {
+            self.certificate_not_after
+                .with_label_values(&[id])
+                .set(not_after as f64);
+        }
     }
 
     /// Records a configuration change attempt (`source`: api, file, store).

@@ -181,6 +181,10 @@ pub fn build(config: &Config, ctx: &BuildContext<'_>) -> Result<RoutingTable, Bu
         generation,
         listeners,
         groups: groups.finish(),
+        certificates: certificates
+            .iter()
+            .map(|(id, c)| (Arc::from(*id), c.info.not_after_unix))
+            .collect(),
         timeouts: config.timeouts,
         limits: config.limits,
     })

@@ -26,6 +26,8 @@ pub struct RoutingTable {
     generation: u64,
     listeners: BTreeMap<u16, Listener>,
     groups: Vec<Arc<TargetGroup>>,
+    /// Every certificate the table serves: id and expiry (Unix seconds).
+    certificates: Vec<(Arc<str>, i64)>,
     pub timeouts: Timeouts,
     pub limits: Limits,
 }
@@ -59,6 +61,7 @@ impl RoutingTable {
             generation: 0,
             listeners: BTreeMap::new(),
             groups: Vec::new(),
+            certificates: Vec::new(),
             timeouts: Timeouts::default(),
             limits: Limits::default(),
         }
@@ -82,5 +85,10 @@ impl RoutingTable {
 
     pub fn groups(&self) -> &[Arc<TargetGroup>] {
         &self.groups
+    }
+
+    /// The certificates this table serves, with their expiry (Unix seconds).
+    pub fn certificates(&self) -> impl Iterator<Item = (&str, i64)> {
+        self.certificates.iter().map(|(id, t)| (&**id, *t))
     }
 }

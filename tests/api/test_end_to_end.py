@@ -107,6 +107,12 @@ def test_https_with_certificates_uploaded_and_rotated_through_the_api(corral, ba
     with urllib.request.urlopen(f"https://127.0.0.1:{port}/", context=ctx, timeout=5) as r:
         assert r.read() == b"secure"
 
+    # Metrics: the served certificate's expiry and the handshakes.
+    from test_observability import scrape, value
+    m = scrape(corral.url)
+    assert value(m, "corral_tls_certificate_not_after_timestamp_seconds", certificate=rsa.id) > 1.7e9
+    assert value(m, "corral_tls_handshakes_total", listener=f"{port}/https", result="ok") >= 2
+
     # Rotation through the API: new handshakes get the new default, no restart.
     api.update(api.by_id_load_balancer_service(lb.id),
                lbConfig={"portRules": rules, "defaultCertificateId": ec.id})

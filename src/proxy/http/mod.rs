@@ -274,9 +274,12 @@ impl Proxy {
         };
         let response = tokio::time::timeout(response_timeout, exchange)
             .await
-            .map_err(|_| ProxyError::ResponseTimeout {
-                target: target.id.clone(),
-                secs: response_timeout.as_secs_f64(),
+            .map_err(|_| {
+                target.metrics.timeouts.inc();
+                ProxyError::ResponseTimeout {
+                    target: target.id.clone(),
+                    secs: response_timeout.as_secs_f64(),
+                }
             })??;
         Ok((target, sender, response))
     }
