@@ -260,11 +260,14 @@ fn parse_request(buf: &[u8]) -> Parsed {
                     }
                 }
             }
-            if buf.len() < pos + size + 2 {
+            let Some(end) = pos.checked_add(size).and_then(|e| e.checked_add(2)) else {
+                return Parsed::Invalid;
+            };
+            if buf.len() < end {
                 return Parsed::Partial;
             }
             body.extend_from_slice(&buf[pos..pos + size]);
-            pos += size + 2;
+            pos = end;
         }
     }
     let n = cl.unwrap_or(0);
@@ -368,11 +371,12 @@ fn parse_response(buf: &[u8], eof: bool) -> Option<(usize, Response)> {
                 let end = find(buf, b"\r\n\r\n", pos - 2)?;
                 break (end + 4, body);
             }
-            if buf.len() < pos + size + 2 {
+            let end = pos.checked_add(size)?.checked_add(2)?;
+            if buf.len() < end {
                 return None;
             }
             body.extend_from_slice(&buf[pos..pos + size]);
-            pos += size + 2;
+            pos = end;
         }
     } else if let Some(n) = header("content-length") {
         let n = n.parse::<usize>().ok()?;
@@ -528,6 +532,31 @@ pub async fn run(case: &Case, port: u16, backend: &RawBackend, timeout: Duration
         victim,
         victim_conn,
         verdict,
+    }
+}
+
+impl Outcome {
+    /// The table cell: the verdict, or for upstream-side cases what the client got.
+    pub fn cell(&self, case: &Case) -> String {
+        let bad = matches!(
+            self.verdict,
+            Verdict::Desync | Verdict::Unsafe | Verdict::Hang
+        );
+        if bad || case.script.is_empty() {
+            return self.verdict.label().to_string();
+        }
+        let mut cell: Vec<String> = self.got.statuses().iter().map(u16::to_string).collect();
+        if self.got.closed {
+            cell.push(
+                if self.got.rest.is_empty() {
+                    "closed"
+                } else {
+                    "truncated+closed"
+                }
+                .into(),
+            );
+        }
+        cell.join(", ")
     }
 }
 
@@ -1010,8 +1039,7 @@ pub fn cases() -> Vec<Case> {
             b"GET http://h/x HTTP/1.1\r\nHost: h\r\n\r\n".to_vec(),
             forward(),
         )
-        .require(&["GET /x HTTP/1.1\r\n"])
-        .forbid(&["http://"]),
+        .require(&["GET /x HTTP/1.1\r\n"]),
         case(
             "headers",
             "empty header name",
