@@ -270,14 +270,16 @@ fn parse_request(buf: &[u8]) -> Parsed {
             pos = end;
         }
     }
-    let n = cl.unwrap_or(0);
-    if buf.len() < start + n {
+    let Some(end) = start.checked_add(cl.unwrap_or(0)) else {
+        return Parsed::Invalid;
+    };
+    if buf.len() < end {
         return Parsed::Partial;
     }
     Parsed::Complete {
-        len: start + n,
+        len: end,
         head,
-        body: buf[start..start + n].to_vec(),
+        body: buf[start..end].to_vec(),
     }
 }
 
@@ -380,10 +382,11 @@ fn parse_response(buf: &[u8], eof: bool) -> Option<(usize, Response)> {
         }
     } else if let Some(n) = header("content-length") {
         let n = n.parse::<usize>().ok()?;
-        if buf.len() < start + n {
+        let end = start.checked_add(n)?;
+        if buf.len() < end {
             return None;
         }
-        (start + n, buf[start..start + n].to_vec())
+        (end, buf[start..end].to_vec())
     } else if eof {
         (buf.len(), buf[start..].to_vec())
     } else {

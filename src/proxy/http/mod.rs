@@ -54,6 +54,7 @@ pub async fn serve_connection<IO>(
         .http1()
         .timer(head_timer)
         .header_read_timeout(timeouts.request_headers())
+        .ignore_invalid_headers(false)
         .max_headers(100)
         .max_buf_size(64 * 1024);
     builder.http2().timer(TokioTimer::new());
