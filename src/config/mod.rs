@@ -226,6 +226,8 @@ pub struct Certificate {
 pub struct Timeouts {
     /// From the first byte of a request head to its end (slowloris guard).
     pub request_headers: Millis,
+    /// Longest pause between two reads of a request body (slow-body guard).
+    pub request_body: Millis,
     pub upstream_connect: Millis,
     /// From the request sent to the upstream's response head.
     pub upstream_response: Millis,
@@ -245,6 +247,7 @@ impl Default for Timeouts {
     fn default() -> Self {
         Timeouts {
             request_headers: Millis::from_secs(10),
+            request_body: Millis::from_secs(30),
             upstream_connect: Millis::from_secs(3),
             upstream_response: Millis::from_secs(60),
             idle_keepalive: Millis::from_secs(60),
@@ -318,6 +321,9 @@ impl Config {
 impl Timeouts {
     pub fn request_headers(&self) -> Duration {
         self.request_headers.into()
+    }
+    pub fn request_body(&self) -> Duration {
+        self.request_body.into()
     }
     pub fn upstream_connect(&self) -> Duration {
         self.upstream_connect.into()

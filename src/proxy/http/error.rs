@@ -4,6 +4,8 @@ use std::sync::Arc;
 
 use http::StatusCode;
 
+use super::upstream::UpstreamError;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
     #[error("listener is closing")]
@@ -22,12 +24,14 @@ pub enum ProxyError {
     #[error("target {target} failed: {source}")]
     Upstream {
         target: Arc<str>,
-        source: hyper::Error,
+        source: UpstreamError,
     },
     #[error("target {target} answered 101 to a request that asked for no upgrade")]
     UnsolicitedUpgrade { target: Arc<str> },
     #[error("bad request: {0}")]
     BadRequest(&'static str),
+    #[error("request target longer than {} bytes", super::validate::MAX_TARGET_LEN)]
+    UriTooLong,
     #[error("method not allowed: {0}")]
     MethodNotAllowed(&'static str),
 }
@@ -39,12 +43,22 @@ impl ProxyError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            // The client's own body failed the exchange: its fault, not the target's.
+            ProxyError::Upstream {
+                source: UpstreamError::ClientBodyTimeout,
+                ..
+            } => StatusCode::REQUEST_TIMEOUT,
+            ProxyError::Upstream {
+                source: UpstreamError::ClientBody(_),
+                ..
+            } => StatusCode::BAD_REQUEST,
             ProxyError::Connect { .. }
             | ProxyError::Upstream { .. }
             | ProxyError::UnsolicitedUpgrade { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::ResponseTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ProxyError::UriTooLong => StatusCode::URI_TOO_LONG,
         }
     }
 
@@ -55,6 +69,14 @@ impl ProxyError {
             ProxyError::NoRoute => "404 Not Found: no rule matches this host and path\n",
             ProxyError::NoTarget { .. } => "503 Service Unavailable: no usable target\n",
             ProxyError::Connect { .. } => "502 Bad Gateway: cannot connect to the target\n",
+            ProxyError::Upstream {
+                source: UpstreamError::ClientBodyTimeout,
+                ..
+            } => "408 Request Timeout: the request body stalled\n",
+            ProxyError::Upstream {
+                source: UpstreamError::ClientBody(_),
+                ..
+            } => "400 Bad Request: invalid request body\n",
             ProxyError::Upstream { .. } | ProxyError::UnsolicitedUpgrade { .. } => {
                 "502 Bad Gateway: invalid response from the target\n"
             }
@@ -63,7 +85,22 @@ impl ProxyError {
             }
             ProxyError::BadRequest(_) => "400 Bad Request\n",
             ProxyError::MethodNotAllowed(_) => "405 Method Not Allowed\n",
+            ProxyError::UriTooLong => "414 URI Too Long\n",
         }
+    }
+
+    /// Whether the client connection must close after this answer: the request may have
+    /// left bytes (a body, CONNECT tunnel data) that must not be read as the next request.
+    pub fn closes_connection(&self) -> bool {
+        matches!(
+            self,
+            ProxyError::BadRequest(_)
+                | ProxyError::MethodNotAllowed(_)
+                | ProxyError::Upstream {
+                    source: UpstreamError::ClientBody(_) | UpstreamError::ClientBodyTimeout,
+                    ..
+                }
+        )
     }
 
     /// The target involved, if any, for the log line.

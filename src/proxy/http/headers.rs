@@ -38,8 +38,9 @@ pub fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
         .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
-/// Removes hop-by-hop headers: the fixed list, every header `Connection` names, and `TE`
-/// unless it is exactly `trailers`.
+/// Removes hop-by-hop headers: the fixed list, every header `Connection` names (except
+/// `Host`: a client must not make the target see no host at all), and `TE` unless it is
+/// exactly `trailers`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let listed: Vec<HeaderName> = headers
         .get_all(&header::CONNECTION)
@@ -47,6 +48,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .filter(|name| name != header::HOST)
         .collect();
     for name in listed.iter().chain(HOP_BY_HOP) {
         headers.remove(name);
@@ -99,7 +101,8 @@ mod tests {
     #[test]
     fn connection_listed_and_fixed_headers_go() {
         let mut h = map(&[
-            ("connection", "close, X-Secret"),
+            ("connection", "close, X-Secret, Host"),
+            ("host", "h"),
             ("x-secret", "1"),
             ("keep-alive", "timeout=5"),
             ("proxy-connection", "keep-alive"),
@@ -109,8 +112,9 @@ mod tests {
             ("x-kept", "yes"),
         ]);
         strip_hop_by_hop(&mut h);
-        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h.len(), 2, "{h:?}");
         assert!(h.contains_key("x-kept"));
+        assert!(h.contains_key("host"));
         let mut h = map(&[("te", "trailers")]);
         strip_hop_by_hop(&mut h);
         assert!(h.contains_key("te"));

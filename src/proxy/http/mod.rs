@@ -9,6 +9,7 @@ mod headers;
 mod log;
 mod timer;
 mod upstream;
+mod validate;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -53,6 +54,7 @@ pub async fn serve_connection<IO>(
         .http1()
         .timer(head_timer)
         .header_read_timeout(timeouts.request_headers())
+        .ignore_invalid_headers(false)
         .max_headers(100)
         .max_buf_size(64 * 1024);
     builder.http2().timer(TokioTimer::new());
@@ -133,6 +135,7 @@ impl Proxy {
         mut req: Request<Incoming>,
         log: &mut AccessLog,
     ) -> Result<Response<ProxyBody>, ProxyError> {
+        validate::request(&mut req, &table.timeouts)?;
         let listener = table
             .listener(self.port)
             .ok_or(ProxyError::ListenerClosing)?;
@@ -357,7 +360,7 @@ fn error_response(e: &ProxyError) -> Response<ProxyBody> {
             .headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
-    if matches!(e, ProxyError::BadRequest(_)) {
+    if e.closes_connection() {
         response
             .headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));

@@ -3,19 +3,220 @@
 //! A connection is checked out, used for one request, and given back only once hyper says it
 //! can take another (response fully read, keep-alive intact). A connection that saw any error
 //! ends its task, so it is closed and never handed out again.
+//!
+//! [`Sender`] wraps hyper's sender for the two things hyper leaves to its user: a response
+//! whose framing the target and corral could read differently (`Content-Length` with
+//! `Transfer-Encoding`, a coding other than `chunked`) is refused, which drops the
+//! connection; and a request body that stalls longer than [`BodyTimeout`] fails the exchange
+//! as the client's fault, not the target's.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
+use http::header;
+use http::{Request, Response};
+use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use parking_lot::Mutex;
 use tokio::net::TcpStream;
 
-pub type Sender = SendRequest<Incoming>;
+/// Why an exchange with a target failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error(transparent)]
+    Hyper(#[from] hyper::Error),
+    #[error("invalid response framing: {0}")]
+    InvalidResponse(&'static str),
+    #[error("the client's request body stalled")]
+    ClientBodyTimeout,
+    #[error("the client's request body is invalid: {0}")]
+    ClientBody(hyper::Error),
+}
+
+/// The longest pause allowed between two reads of a request body (`None`: no limit); set
+/// on the request by the validation phase.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyTimeout(pub Option<Duration>);
+
+/// An HTTP/1.1 connection to one target.
+pub struct Sender {
+    inner: SendRequest<ClientBody>,
+}
+
+/// A request that failed; the request itself comes back if it was never sent.
+pub struct TrySendError {
+    message: Option<Request<Incoming>>,
+    error: UpstreamError,
+}
+
+impl TrySendError {
+    pub fn take_message(&mut self) -> Option<Request<Incoming>> {
+        self.message.take()
+    }
+
+    pub fn into_error(self) -> UpstreamError {
+        self.error
+    }
+}
+
+impl Sender {
+    pub fn is_ready(&self) -> bool {
+        self.inner.is_ready()
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.inner.is_closed()
+    }
+
+    pub async fn ready(&mut self) -> Result<(), hyper::Error> {
+        self.inner.ready().await
+    }
+
+    pub async fn send_request(
+        &mut self,
+        req: Request<Incoming>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let mut e = match self.try_send_request(req).await {
+            Ok(response) => return Ok(response),
+            Err(e) => e,
+        };
+        e.message = None;
+        Err(e.into_error())
+    }
+
+    pub async fn try_send_request(
+        &mut self,
+        req: Request<Incoming>,
+    ) -> Result<Response<Incoming>, TrySendError> {
+        let (req, state) = ClientBody::wrap(req);
+        match self.inner.try_send_request(req).await {
+            Ok(response) => check_response(response).map_err(|error| TrySendError {
+                message: None,
+                error,
+            }),
+            Err(mut e) => {
+                let message = e.take_message().map(|r| r.map(|b| b.inner));
+                let error = e.into_error();
+                let error = match state.load(Ordering::Acquire) {
+                    BODY_TIMED_OUT => UpstreamError::ClientBodyTimeout,
+                    BODY_FAILED => UpstreamError::ClientBody(error),
+                    _ => UpstreamError::Hyper(error),
+                };
+                Err(TrySendError { message, error })
+            }
+        }
+    }
+}
+
+/// RFC 9112 §6.3: a response with both `Transfer-Encoding` and `Content-Length` "ought to be
+/// handled as an error"; hyper takes chunked and would keep the connection. A coding other
+/// than a single `chunked` means a close-delimited body of a coding corral cannot vouch for.
+/// Refusing drops the response and its connection.
+fn check_response(response: Response<Incoming>) -> Result<Response<Incoming>, UpstreamError> {
+    let headers = response.headers();
+    let mut te = headers.get_all(header::TRANSFER_ENCODING).iter();
+    let Some(first) = te.next() else {
+        return Ok(response);
+    };
+    if headers.contains_key(header::CONTENT_LENGTH) {
+        return Err(UpstreamError::InvalidResponse(
+            "both content-length and transfer-encoding",
+        ));
+    }
+    if !first
+        .as_bytes()
+        .trim_ascii()
+        .eq_ignore_ascii_case(b"chunked")
+        || te.next().is_some()
+    {
+        return Err(UpstreamError::InvalidResponse(
+            "transfer-encoding other than chunked",
+        ));
+    }
+    Ok(response)
+}
+
+const BODY_OK: u8 = 0;
+const BODY_TIMED_OUT: u8 = 1;
+const BODY_FAILED: u8 = 2;
+
+pin_project_lite::pin_project! {
+    /// The client's request body on its way to the target, with a deadline on each wait.
+    pub struct ClientBody {
+        #[pin]
+        inner: Incoming,
+        timeout: Option<Duration>,
+        sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+        state: Arc<AtomicU8>,
+    }
+}
+
+impl ClientBody {
+    fn wrap(req: Request<Incoming>) -> (Request<ClientBody>, Arc<AtomicU8>) {
+        let timeout = req.extensions().get::<BodyTimeout>().and_then(|t| t.0);
+        let state = Arc::new(AtomicU8::new(BODY_OK));
+        let body_state = state.clone();
+        let req = req.map(|inner| ClientBody {
+            inner,
+            timeout,
+            sleep: None,
+            state: body_state,
+        });
+        (req, state)
+    }
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.project();
+        match this.inner.poll_frame(cx) {
+            Poll::Ready(Some(Err(e))) => {
+                this.state.store(BODY_FAILED, Ordering::Release);
+                Poll::Ready(Some(Err(e.into())))
+            }
+            Poll::Ready(frame) => {
+                *this.sleep = None;
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            }
+            Poll::Pending => {
+                let Some(timeout) = *this.timeout else {
+                    return Poll::Pending;
+                };
+                let sleep = this
+                    .sleep
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                if sleep.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                this.state.store(BODY_TIMED_OUT, Ordering::Release);
+                Poll::Ready(Some(Err("request body stalled".into())))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
@@ -76,7 +277,7 @@ impl Pool {
             .await
             .map_err(|_| ConnectError::Timeout(timeout))??;
         let _ = stream.set_nodelay(true);
-        let (sender, conn) = http1::Builder::new()
+        let (inner, conn) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await
             .map_err(|e| ConnectError::Io(std::io::Error::other(e)))?;
@@ -85,7 +286,7 @@ impl Pool {
                 tracing::debug!(%addr, error = %e, "upstream connection closed with error");
             }
         });
-        Ok(sender)
+        Ok(Sender { inner })
     }
 
     /// Gives `sender` back once it can carry another request; drops it if it never can.
