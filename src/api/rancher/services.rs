@@ -8,6 +8,7 @@ use serde_json::{Map, Value};
 use super::legacy;
 use super::model::{make_uuid, now_ms, Kind, LbConfig, RancherState, Service, ServiceLink};
 use super::schema;
+use super::targets;
 use super::state_machine::{transition, ServiceState, SERVICE_ACTIONS};
 use super::validate::{self, Mode};
 use crate::api::ApiError;
@@ -80,7 +81,7 @@ fn check_references(state: &RancherState, s: &Service) -> Result<(), ApiError> {
             return Err(invalid_ref("serviceId", &l.service_id));
         }
     }
-    Ok(())
+    targets::check(state, s)
 }
 
 /// Copies the validated writable fields into `s`.
