@@ -251,7 +251,7 @@ def test_audit_log_records_every_write(corral_factory):
     ids = [int(x.id[3:]) for x in log]
     assert ids == sorted(ids, reverse=True)  # newest first
 
-    entry = c.list_audit_log(resourceType="certificate")[0]
+    entry = c.list_audit_log(resourceType="certificate").data[0]
     assert entry.resourceId == cert.id and entry.requestMethod == "POST"
     assert entry.requestObject.key == "<redacted>"
     assert entry.requestObject.cert == pem("ec.crt")
@@ -263,14 +263,14 @@ def test_audit_log_records_every_write(corral_factory):
     assert status == 200
     assert "PRIVATE KEY" not in text and "s3cret-key" not in text and "Bearer tok" not in text
 
-    reg = c.list_audit_log(eventType="api.consulService.register")[0]
+    reg = c.list_audit_log(eventType="api.consulService.register").data[0]
     assert reg.resourceId == "api-1"
     assert plain(reg.requestObject)["Check"]["Header"]["Authorization"] == "<redacted>"
-    maint = c.list_audit_log(eventType="api.consulService.maintenance")[0]
+    maint = c.list_audit_log(eventType="api.consulService.maintenance").data[0]
     assert plain(maint.requestObject) == {"enable": "True", "reason": "r"}
     assert [x.eventType for x in c.list_audit_log(resourceId=lb.id)] == [
         "api.loadBalancerService.activate", "api.loadBalancerService.create"]
-    failed = c.list_audit_log(responseCode="422")[0]
+    failed = c.list_audit_log(responseCode="422").data[0]
     assert failed.requestObject.lbConfig.portRules[0].protocol == "gopher"
     assert failed.description
 
@@ -282,13 +282,13 @@ def test_audit_log_records_every_write(corral_factory):
     # An unauthenticated write is audited too, without credentials.
     status, _, _ = raw("POST", corral.url + "/v1/services", {"name": "x"})
     assert status == 401
-    last = c.list_audit_log()[0]
+    last = c.list_audit_log().data[0]
     assert (last.responseCode, last.authType, last.authenticatedAsAccountId) == (401, "none", None)
     # The log survives a restart.
     corral.kill9()
     corral.start()
     c = client(corral, access_key="ak", secret_key="s3cret-key")
-    assert len(c.list_audit_log()) == len(events) + 2
+    assert len(c.list_audit_log().data) == len(events) + 2
 
 
 def test_audit_retention_is_bounded(corral_factory):
