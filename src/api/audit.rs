@@ -166,9 +166,16 @@ fn is_secret(name: &str) -> bool {
     matches!(
         n.as_str(),
         "key" | "privatekey" | "authorization" | "proxyauthorization" | "credentials"
-    ) || ["password", "passwd", "secret", "token", "secretkey", "apikey"]
-        .iter()
-        .any(|s| n.ends_with(s))
+    ) || [
+        "password",
+        "passwd",
+        "secret",
+        "token",
+        "secretkey",
+        "apikey",
+    ]
+    .iter()
+    .any(|s| n.ends_with(s))
 }
 
 /// Replaces every secret field's value, at any depth, with [`REDACTED`].

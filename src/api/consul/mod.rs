@@ -54,7 +54,11 @@ fn audit_entry(control: &Control, req: &ApiRequest, route: &Route, reply: &Reply
                     .filter(|v| !v.is_empty())
                     .map(str::to_string)
             };
-            ("consulService", "register", field("id").or_else(|| field("name")))
+            (
+                "consulService",
+                "register",
+                field("id").or_else(|| field("name")),
+            )
         }
         Route::Deregister(id) => ("consulService", "deregister", Some(id.clone())),
         Route::Maintenance(id) => ("consulService", "maintenance", Some(id.clone())),
@@ -117,23 +121,23 @@ async fn serve(control: &Control, req: &ApiRequest) -> Reply {
         )
         .header("allow", allowed.as_str());
     }
-    if route.is_write() && !authorized(control, &req) {
+    if route.is_write() && !authorized(control, req) {
         return Reply::text(StatusCode::FORBIDDEN, "Permission denied");
     }
     match route {
-        Route::Services => list_services(control, &req),
-        Route::Checks => list_checks(control, &req),
-        Route::Service(id) => blocking::service_definition(control, &req, &id).await,
-        Route::HealthById(id) => health::by_id(&control.state().agent, &req, &id),
-        Route::HealthByName(name) => health::by_name(&control.state().agent, &req, &name),
-        Route::Register => register(control, &req).await,
+        Route::Services => list_services(control, req),
+        Route::Checks => list_checks(control, req),
+        Route::Service(id) => blocking::service_definition(control, req, &id).await,
+        Route::HealthById(id) => health::by_id(&control.state().agent, req, &id),
+        Route::HealthByName(name) => health::by_name(&control.state().agent, req, &name),
+        Route::Register => register(control, req).await,
         Route::Deregister(id) => {
             let result = control
                 .update(|state| writes::deregister(&mut state.agent, &id))
                 .await;
             done(result)
         }
-        Route::Maintenance(id) => maintenance(control, &req, &id).await,
+        Route::Maintenance(id) => maintenance(control, req, &id).await,
         Route::CheckStatus(status, id) => {
             let note = req.query("note").unwrap_or_default().to_string();
             let result = control
@@ -141,7 +145,7 @@ async fn serve(control: &Control, req: &ApiRequest) -> Reply {
                 .await;
             done(result)
         }
-        Route::CheckUpdate(id) => check_update(control, &req, &id).await,
+        Route::CheckUpdate(id) => check_update(control, req, &id).await,
     }
 }
 

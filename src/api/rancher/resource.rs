@@ -4,9 +4,9 @@
 use serde_json::{json, Map, Value};
 
 use super::model::{now_ms, rfc3339, RancherState, Service, StoredCertificate};
-use crate::api::audit::AuditEntry;
 use super::schema;
 use super::state_machine::{self, ServiceState};
+use crate::api::audit::AuditEntry;
 
 /// The `self` URL of a service or load balancer.
 pub fn service_url(base: &str, s: &Service) -> String {

@@ -8,8 +8,8 @@ use serde_json::{Map, Value};
 use super::legacy;
 use super::model::{make_uuid, now_ms, Kind, LbConfig, RancherState, Service, ServiceLink};
 use super::schema;
-use super::targets;
 use super::state_machine::{transition, ServiceState, SERVICE_ACTIONS};
+use super::targets;
 use super::validate::{self, Mode};
 use crate::api::ApiError;
 

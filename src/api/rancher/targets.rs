@@ -238,7 +238,9 @@ fn check_external(s: &Service) -> Result<(), ApiError> {
         .and_then(Value::as_array)
         .map_or(&[][..], Vec::as_slice);
     for ip in ips {
-        let ok = ip.as_str().is_some_and(|t| t.trim().parse::<IpAddr>().is_ok());
+        let ok = ip
+            .as_str()
+            .is_some_and(|t| t.trim().parse::<IpAddr>().is_ok());
         if !ok {
             return Err(ApiError::invalid(
                 "InvalidFormat",
@@ -345,7 +347,8 @@ mod tests {
     fn hostnames_use_the_resolved_addresses() {
         let mut st = RancherState::default();
         let h = json!({"hostname": "LocalHost."});
-        st.services.push(svc("1s1", "ext", Kind::ExternalService, h, &[]));
+        st.services
+            .push(svc("1s1", "ext", Kind::ExternalService, h, &[]));
         assert_eq!(st.external_hostnames(), ["localhost"]);
         assert!(st.synthetic_instances(&[], &Resolved::new()).is_empty());
         let resolved = Resolved::from([(
@@ -367,8 +370,13 @@ mod tests {
         let ext = json!({"externalIpAddresses": ["127.0.0.9"]});
         st.services
             .push(svc("1s3", "ext", Kind::ExternalService, ext, &[]));
-        st.services
-            .push(svc("1s4", "inner", Kind::DnsService, json!({}), &["1s2", "1s3"]));
+        st.services.push(svc(
+            "1s4",
+            "inner",
+            Kind::DnsService,
+            json!({}),
+            &["1s2", "1s3"],
+        ));
         // Links to web, to the inner alias, and to web again through nothing new.
         st.services.push(svc(
             "1s5",
@@ -421,10 +429,17 @@ mod tests {
         );
         let e = check(&st, &b).unwrap_err();
         assert_eq!(e.code, "InvalidReference");
-        assert!(e.message.contains("b (1s3) -> a (1s2) -> b (1s3)"), "{}", e.message);
+        assert!(
+            e.message.contains("b (1s3) -> a (1s2) -> b (1s3)"),
+            "{}",
+            e.message
+        );
         // Self-link.
         let a = svc("1s2", "a", Kind::DnsService, json!({}), &["1s2"]);
-        assert_eq!(alias_cycle(&st, &a).unwrap(), ["1s2", "1s2"].map(String::from));
+        assert_eq!(
+            alias_cycle(&st, &a).unwrap(),
+            ["1s2", "1s2"].map(String::from)
+        );
         // A diamond is not a cycle.
         let c = svc("1s4", "c", Kind::DnsService, json!({}), &["1s2", "1s3"]);
         assert!(alias_cycle(&st, &c).is_none());
@@ -456,7 +471,10 @@ mod tests {
             code(json!({"hostname": "a.b", "externalIpAddresses": ["10.0.0.1"]})),
             "InvalidOption"
         );
-        assert_eq!(code(json!({"externalIpAddresses": ["nope"]})), "InvalidFormat");
+        assert_eq!(
+            code(json!({"externalIpAddresses": ["nope"]})),
+            "InvalidFormat"
+        );
         assert_eq!(code(json!({"hostname": "bad host"})), "InvalidFormat");
     }
 }
