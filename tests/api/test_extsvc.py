@@ -91,6 +91,15 @@ def spread(url, n=60):
 def test_external_service_with_two_ips(corral, same_port_backends):
     backends = same_port_backends(["127.0.0.2", "127.0.0.3"])
     c = client(corral)
+    _, _, schemas = raw("GET", corral.url + "/v1/schemas")
+    by_id = {x["id"]: x for x in schemas["data"]}
+    for t in ["externalService", "dnsService", "auditLog", "instanceHealthCheck"]:
+        assert t in by_id, t
+    assert by_id["auditLog"]["collectionMethods"] == ["GET"]
+    assert by_id["auditLog"]["resourceMethods"] == ["GET"]
+    assert "setservicelinks" in by_id["dnsService"]["resourceActions"]
+    assert by_id["externalService"]["resourceFields"]["healthCheck"]["type"] == \
+        "instanceHealthCheck"
     assert callable(c.create_external_service) and callable(c.list_external_service)
     ext = c.create_external_service(
         name="ext", externalIpAddresses=["127.0.0.2", "127.0.0.3"], description="two ips",

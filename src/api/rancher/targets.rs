@@ -413,6 +413,54 @@ mod tests {
     }
 
     #[test]
+    fn rules_to_externals_and_aliases_use_the_synthetic_names() {
+        use crate::api::rancher::model::{LbConfig, PortRule};
+        let mut st = RancherState::default();
+        let ips = json!({"externalIpAddresses": ["127.0.0.2"]});
+        st.services
+            .push(svc("1s1", "ext", Kind::ExternalService, ips, &[]));
+        st.services
+            .push(svc("1s2", "both", Kind::DnsService, json!({}), &["1s1"]));
+        st.services
+            .push(svc("1s3", "web", Kind::Service, json!({}), &[]));
+        let rule = |target: &str, port: u16| PortRule {
+            source_port: port,
+            protocol: "http".into(),
+            hostname: None,
+            path: None,
+            target_port: Some(80),
+            service_id: Some(target.into()),
+            priority: None,
+            selector: None,
+            backend_name: None,
+            environment: None,
+            region: None,
+            weight: None,
+        };
+        let mut lb = svc("1s4", "lb", Kind::LoadBalancerService, json!({}), &[]);
+        lb.lb_config = Some(LbConfig {
+            port_rules: vec![rule("1s1", 1), rule("1s2", 2), rule("1s3", 3)],
+            ..LbConfig::default()
+        });
+        st.services.push(lb);
+        let lbs = st.load_balancers();
+        let names: Vec<_> = lbs[0]
+            .lb_config
+            .port_rules
+            .iter()
+            .map(|r| r.service_id.as_str())
+            .collect();
+        assert_eq!(names, ["externalService:1s1", "dnsService:1s2", "web"]);
+        let synthetic = st.synthetic_instances(&[], &Resolved::new());
+        let alias: Vec<_> = synthetic
+            .iter()
+            .filter(|i| i.service == "dnsService:1s2")
+            .map(|i| (i.id.as_str(), i.address.as_str()))
+            .collect();
+        assert_eq!(alias, [("1s2/1s1:127.0.0.2", "127.0.0.2")]);
+    }
+
+    #[test]
     fn cycles_are_found_through_the_written_service() {
         let mut st = RancherState::default();
         st.services
