@@ -44,6 +44,14 @@ pub struct Args {
     #[arg(long, env = "CORRAL_CONSUL_TOKEN", hide_env_values = true)]
     pub consul_token: Option<String>,
 
+    /// Audit log entries kept (newest); older ones are dropped.
+    #[arg(long, env = "CORRAL_AUDIT_RETENTION", default_value_t = 10_000)]
+    pub audit_retention: usize,
+
+    /// Seconds between lookups of external services' hostnames (clamped to 1..=3600).
+    #[arg(long, env = "CORRAL_DNS_REFRESH_SECS", default_value_t = 30)]
+    pub dns_refresh_secs: u64,
+
     /// Worker threads of the runtime; 0 means one per core.
     #[arg(long, env = "CORRAL_WORKER_THREADS", default_value_t = 0)]
     pub worker_threads: usize,

@@ -60,8 +60,14 @@ async fn run(args: Args) -> Result<(), String> {
         rancher: args.access_key.clone().zip(args.secret_key.clone()),
         consul_token: args.consul_token.clone(),
     };
-    let api = Arc::new(Control::start(store, runtime.clone(), config, auth).await?);
+    let api = Arc::new(
+        Control::start(store, runtime.clone(), config, auth)
+            .await?
+            .with_audit_retention(args.audit_retention)
+            .with_dns_refresh(std::time::Duration::from_secs(args.dns_refresh_secs)),
+    );
     let (control_signal, control_watch) = drain::channel();
+    tokio::spawn(api.clone().run_resolver(control_watch.clone()));
     tokio::spawn(corral::api::serve(control, api.clone(), control_watch));
     // Held until `run` returns: dropping it stops the metrics listener.
     let _metrics_signal = match args.metrics_addr {

@@ -30,6 +30,8 @@ pub enum Source {
     Api,
     File,
     Store,
+    /// An external service's hostname resolved to new addresses.
+    Dns,
 }
 
 impl Source {
@@ -38,6 +40,7 @@ impl Source {
             Source::Api => "api",
             Source::File => "file",
             Source::Store => "store",
+            Source::Dns => "dns",
         }
     }
 }

@@ -1,8 +1,10 @@
 //! The control listener: the Rancher v1 API at `/v1`, the Consul agent API at `/v1/agent/`,
 //! and health/readiness for orchestrators.
 
+pub mod audit;
 pub mod consul;
 mod control;
+mod resolve;
 mod error;
 pub mod rancher;
 mod request;

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 pub use file::FileStore;
 
+use crate::api::audit::AuditLog;
 use crate::api::consul::AgentState;
 use crate::api::rancher::RancherState;
 
@@ -20,6 +21,8 @@ use crate::api::rancher::RancherState;
 pub struct State {
     pub rancher: RancherState,
     pub agent: AgentState,
+    /// The newest writes to either API (bounded; see [`crate::api::audit`]).
+    pub audit: AuditLog,
 }
 
 #[derive(Debug, thiserror::Error)]

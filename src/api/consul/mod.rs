@@ -18,10 +18,89 @@ use http::{Method, StatusCode};
 pub use model::AgentState;
 use model::{AgentState as Agent, CheckView, ServiceView, CRITICAL, PASSING, WARNING};
 
+use super::audit::AuditEntry;
 use super::{ApiError, ApiRequest, Control, Reply};
 
-/// Serves one request under `/v1/agent/`.
+/// Serves one request under `/v1/agent/`; writes (refused ones too) are audited.
 pub async fn handle(control: &Control, req: ApiRequest) -> Reply {
+    let started = std::time::Instant::now();
+    let reply = serve(control, &req).await;
+    let route = req
+        .path
+        .strip_prefix("/v1/agent/")
+        .and_then(Route::parse)
+        .filter(|r| r.is_write() && req.method == Method::PUT);
+    if let Some(route) = route {
+        let entry = audit_entry(control, &req, &route, &reply).took(started.elapsed());
+        control.audit(entry).await;
+    }
+    reply
+}
+
+/// The audit entry of a Consul write.
+fn audit_entry(control: &Control, req: &ApiRequest, route: &Route, reply: &Reply) -> AuditEntry {
+    let body: Option<serde_json::Value> = req.json().ok();
+    let (rtype, verb, id): (&str, &str, Option<String>) = match route {
+        Route::Register => {
+            // The ID, else the Name (Consul's default ID), found case-insensitively.
+            let field = |name: &str| {
+                body.as_ref()
+                    .and_then(serde_json::Value::as_object)
+                    .and_then(|o| {
+                        o.iter()
+                            .find(|(k, _)| register::normalize_key(k) == name)
+                            .and_then(|(_, v)| v.as_str())
+                    })
+                    .filter(|v| !v.is_empty())
+                    .map(str::to_string)
+            };
+            (
+                "consulService",
+                "register",
+                field("id").or_else(|| field("name")),
+            )
+        }
+        Route::Deregister(id) => ("consulService", "deregister", Some(id.clone())),
+        Route::Maintenance(id) => ("consulService", "maintenance", Some(id.clone())),
+        Route::CheckStatus(status, id) => {
+            let verb = match *status {
+                PASSING => "pass",
+                WARNING => "warn",
+                _ => "fail",
+            };
+            ("consulCheck", verb, Some(id.clone()))
+        }
+        Route::CheckUpdate(id) => ("consulCheck", "update", Some(id.clone())),
+        _ => ("consulService", "write", None),
+    };
+    // The body when there is one, else the query parameters (maintenance's enable/reason).
+    let object = match body {
+        Some(serde_json::Value::Object(m)) if !m.is_empty() => serde_json::Value::Object(m),
+        _ => serde_json::Value::Object(
+            req.query
+                .iter()
+                .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+                .collect(),
+        ),
+    };
+    let status = reply.0.status();
+    let mut entry = AuditEntry::new(
+        Some(rtype),
+        verb,
+        id.as_deref(),
+        req.method.as_str(),
+        &req.path,
+        req.peer.ip().to_string(),
+        status.as_u16(),
+        object,
+    );
+    if control.auth.consul_token.is_some() && authorized(control, req) {
+        entry = entry.authenticated("consulToken", None);
+    }
+    entry
+}
+
+async fn serve(control: &Control, req: &ApiRequest) -> Reply {
     let path = req.path.clone();
     let Some(rest) = path.strip_prefix("/v1/agent/") else {
         return not_found();
@@ -42,23 +121,23 @@ pub async fn handle(control: &Control, req: ApiRequest) -> Reply {
         )
         .header("allow", allowed.as_str());
     }
-    if route.is_write() && !authorized(control, &req) {
+    if route.is_write() && !authorized(control, req) {
         return Reply::text(StatusCode::FORBIDDEN, "Permission denied");
     }
     match route {
-        Route::Services => list_services(control, &req),
-        Route::Checks => list_checks(control, &req),
-        Route::Service(id) => blocking::service_definition(control, &req, &id).await,
-        Route::HealthById(id) => health::by_id(&control.state().agent, &req, &id),
-        Route::HealthByName(name) => health::by_name(&control.state().agent, &req, &name),
-        Route::Register => register(control, &req).await,
+        Route::Services => list_services(control, req),
+        Route::Checks => list_checks(control, req),
+        Route::Service(id) => blocking::service_definition(control, req, &id).await,
+        Route::HealthById(id) => health::by_id(&control.state().agent, req, &id),
+        Route::HealthByName(name) => health::by_name(&control.state().agent, req, &name),
+        Route::Register => register(control, req).await,
         Route::Deregister(id) => {
             let result = control
                 .update(|state| writes::deregister(&mut state.agent, &id))
                 .await;
             done(result)
         }
-        Route::Maintenance(id) => maintenance(control, &req, &id).await,
+        Route::Maintenance(id) => maintenance(control, req, &id).await,
         Route::CheckStatus(status, id) => {
             let note = req.query("note").unwrap_or_default().to_string();
             let result = control
@@ -66,7 +145,7 @@ pub async fn handle(control: &Control, req: ApiRequest) -> Reply {
                 .await;
             done(result)
         }
-        Route::CheckUpdate(id) => check_update(control, &req, &id).await,
+        Route::CheckUpdate(id) => check_update(control, req, &id).await,
     }
 }
 

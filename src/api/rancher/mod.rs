@@ -14,13 +14,16 @@ mod resource;
 mod schema;
 mod services;
 mod state_machine;
+mod targets;
 mod validate;
 
 use http::{Method, StatusCode};
 use serde_json::{json, Map, Value};
 
 pub use model::RancherState;
+pub use targets::Resolved;
 
+use super::audit::AuditEntry;
 use super::{ApiError, ApiRequest, Control, Reply};
 use crate::config::{self, Certificate, LoadBalancer};
 use model::Kind;
@@ -28,7 +31,9 @@ use model::Kind;
 impl RancherState {
     /// The load balancers that serve now (see [`state_machine::ServiceState::serves`]), with
     /// rule `serviceId`s resolved to service names (the data plane finds instances by Consul
-    /// `Service` name). Rules without a (live) target service are dropped.
+    /// `Service` name; external services and aliases by the synthetic names of
+    /// [`targets`], whose instances [`RancherState::synthetic_instances`] makes). Rules
+    /// without a (live) target service are dropped.
     pub fn load_balancers(&self) -> Vec<LoadBalancer> {
         self.services
             .iter()
@@ -46,7 +51,7 @@ impl RancherState {
                             hostname: r.hostname.clone().filter(|h| !h.is_empty()),
                             path: r.path.clone().filter(|p| !p.is_empty()),
                             priority: r.priority,
-                            service_id: target.name.clone(),
+                            service_id: targets::target_name(target),
                             target_port: r.target_port,
                         })
                     })
@@ -114,10 +119,14 @@ fn protocol(p: &str) -> config::Protocol {
 /// The collections this API serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Coll {
-    /// `/v1/services`: services and load balancers.
+    /// `/v1/services`: services of every kind.
     Services,
     LoadBalancers,
+    ExternalServices,
+    DnsServices,
     Certificates,
+    /// Read-only.
+    AuditLogs,
 }
 
 impl Coll {
@@ -125,7 +134,10 @@ impl Coll {
         match segment {
             "services" => Some(Coll::Services),
             "loadbalancerservices" => Some(Coll::LoadBalancers),
+            "externalservices" => Some(Coll::ExternalServices),
+            "dnsservices" => Some(Coll::DnsServices),
             "certificates" => Some(Coll::Certificates),
+            "auditlogs" => Some(Coll::AuditLogs),
             _ => None,
         }
     }
@@ -134,15 +146,25 @@ impl Coll {
     fn kind(self) -> Option<Kind> {
         match self {
             Coll::LoadBalancers => Some(Kind::LoadBalancerService),
+            Coll::ExternalServices => Some(Kind::ExternalService),
+            Coll::DnsServices => Some(Kind::DnsService),
             _ => None,
         }
+    }
+
+    /// Whether this collection holds services (of some kind).
+    fn is_services(self) -> bool {
+        !matches!(self, Coll::Certificates | Coll::AuditLogs)
     }
 
     fn schema(self) -> &'static str {
         match self {
             Coll::Services => "service",
             Coll::LoadBalancers => "loadBalancerService",
+            Coll::ExternalServices => "externalService",
+            Coll::DnsServices => "dnsService",
             Coll::Certificates => "certificate",
+            Coll::AuditLogs => "auditLog",
         }
     }
 
@@ -150,7 +172,10 @@ impl Coll {
         match self {
             Coll::Services => "services",
             Coll::LoadBalancers => "loadbalancerservices",
+            Coll::ExternalServices => "externalservices",
+            Coll::DnsServices => "dnsservices",
             Coll::Certificates => "certificates",
+            Coll::AuditLogs => "auditlogs",
         }
     }
 }
@@ -186,13 +211,88 @@ fn base_url_of(headers: &http::HeaderMap, peer: std::net::SocketAddr) -> String 
 }
 
 pub async fn handle(control: &Control, req: ApiRequest) -> Reply {
+    let started = std::time::Instant::now();
     let base = base_url(&req);
     let schemas = format!("{base}/v1/schemas");
-    let reply = match dispatch(control, &req, &base).await {
+    let answer = dispatch(control, &req, &base).await;
+    if is_write(&req.method) {
+        let entry = audit_entry(control, &req, &answer).took(started.elapsed());
+        control.audit(entry).await;
+    }
+    let reply = match answer {
         Ok((status, body)) => Reply::json(status, &body),
         Err(e) => error_reply(&e),
     };
     reply.header("x-api-schemas", &schemas)
+}
+
+fn is_write(m: &Method) -> bool {
+    !matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+/// The audit entry of a write: what it addressed (from the path, or the created resource),
+/// who sent it, and how it ended.
+fn audit_entry(control: &Control, req: &ApiRequest, answer: &Answer) -> AuditEntry {
+    let path = req.path.to_ascii_lowercase();
+    let rest = path.strip_prefix("/v1").unwrap_or("");
+    let mut segments = rest.trim_matches('/').split('/').filter(|s| !s.is_empty());
+    let coll_segment = segments.next();
+    let path_id = segments.next();
+    let coll = coll_segment.and_then(Coll::parse);
+    let body: Value = req.json().unwrap_or(Value::Null);
+    let action = req.query("action").map(str::to_ascii_lowercase);
+    let verb = match (&req.method, path_id, action) {
+        (&Method::POST, None, _) => "create".to_string(),
+        (&Method::POST, Some(_), Some(a)) => a,
+        (&Method::PUT, Some(_), _) => "update".to_string(),
+        (&Method::DELETE, Some(_), _) => "delete".to_string(),
+        (m, _, _) => m.as_str().to_ascii_lowercase(),
+    };
+    let (status, out) = match answer {
+        Ok((status, v)) => (status.as_u16(), Some(v)),
+        Err(e) => (e.status.as_u16(), None),
+    };
+    let created_type = out
+        .and_then(|v| v.get("type"))
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let requested_type = match coll {
+        Some(Coll::Services) => Some(
+            body.get("type")
+                .and_then(Value::as_str)
+                .and_then(Kind::from_type_name)
+                .map_or("service", Kind::type_name)
+                .to_string(),
+        ),
+        Some(c) => {
+            let stored = path_id
+                .filter(|_| c.is_services())
+                .and_then(|id| control.state().rancher.service(id).map(|s| s.kind));
+            Some(stored.map_or(c.schema(), Kind::type_name).to_string())
+        }
+        None => coll_segment.map(str::to_string),
+    };
+    let resource_type = created_type.or(requested_type);
+    let resource_id = out
+        .and_then(|v| v.get("id"))
+        .and_then(Value::as_str)
+        .or(path_id);
+    let mut entry = AuditEntry::new(
+        resource_type.as_deref(),
+        &verb,
+        resource_id,
+        req.method.as_str(),
+        &req.path,
+        req.peer.ip().to_string(),
+        status,
+        body,
+    );
+    if let Some((access, secret)) = &control.auth.rancher {
+        if auth::basic_matches(req.header("authorization"), access, secret) {
+            entry = entry.authenticated("apiKey", Some(access));
+        }
+    }
+    entry.described(answer.as_ref().err().map(|e| e.message.clone()))
 }
 
 /// Rancher's error object for `e`.
@@ -262,6 +362,7 @@ async fn dispatch(control: &Control, req: &ApiRequest, base: &str) -> Answer {
         [coll] => {
             let coll =
                 Coll::parse(coll).ok_or_else(|| ApiError::not_found("no such collection"))?;
+            read_only(coll, m)?;
             match *m {
                 Method::GET => Ok((StatusCode::OK, list(control, req, base, coll))),
                 Method::POST => create(control, req, base, coll).await,
@@ -271,6 +372,7 @@ async fn dispatch(control: &Control, req: &ApiRequest, base: &str) -> Answer {
         [coll, id] => {
             let coll =
                 Coll::parse(coll).ok_or_else(|| ApiError::not_found("no such collection"))?;
+            read_only(coll, m)?;
             match *m {
                 Method::GET => get(control, base, coll, id),
                 Method::PUT => put(control, req, base, coll, id).await,
@@ -302,7 +404,10 @@ fn root(base: &str) -> Value {
             "schemas": format!("{base}/v1/schemas"),
             "services": format!("{base}/v1/services"),
             "loadbalancerservices": format!("{base}/v1/loadbalancerservices"),
+            "externalservices": format!("{base}/v1/externalservices"),
+            "dnsservices": format!("{base}/v1/dnsservices"),
             "certificates": format!("{base}/v1/certificates"),
+            "auditlogs": format!("{base}/v1/auditlogs"),
         },
     })
 }
@@ -320,14 +425,14 @@ fn schemas(req: &ApiRequest, base: &str) -> Value {
 }
 
 fn create_types(base: &str, coll: Coll) -> Vec<(&'static str, String)> {
-    let lb = (
-        "loadBalancerService",
-        format!("{base}/v1/loadbalancerservices"),
-    );
+    let of = |k: Kind| (k.type_name(), format!("{base}/v1/{}", k.collection()));
     match coll {
-        Coll::Services => vec![("service", format!("{base}/v1/services")), lb],
-        Coll::LoadBalancers => vec![lb],
+        Coll::Services => Kind::ALL.into_iter().map(of).collect(),
+        Coll::LoadBalancers => vec![of(Kind::LoadBalancerService)],
+        Coll::ExternalServices => vec![of(Kind::ExternalService)],
+        Coll::DnsServices => vec![of(Kind::DnsService)],
         Coll::Certificates => vec![("certificate", format!("{base}/v1/certificates"))],
+        Coll::AuditLogs => Vec::new(),
     }
 }
 
@@ -343,6 +448,13 @@ fn list(control: &Control, req: &ApiRequest, base: &str, coll: Coll) -> Value {
             .certificates
             .iter()
             .map(|c| resource::certificate(c, base, false))
+            .collect(),
+        // Newest first (unless the client sorts).
+        Coll::AuditLogs => state
+            .audit
+            .entries()
+            .rev()
+            .map(|e| resource::audit_entry(e, base))
             .collect(),
         _ => st
             .services
@@ -367,6 +479,7 @@ fn render(st: &RancherState, base: &str, coll: Coll, id: &str) -> Result<Value, 
             .certificate(id)
             .map(|c| resource::certificate(c, base, false))
             .ok_or_else(|| ApiError::not_found(format!("no certificate {id:?}"))),
+        Coll::AuditLogs => Err(ApiError::not_found(format!("no audit log {id:?}"))),
         _ => st
             .service(id)
             .filter(|s| coll.kind().is_none_or(|k| k == s.kind))
@@ -377,21 +490,35 @@ fn render(st: &RancherState, base: &str, coll: Coll, id: &str) -> Result<Value, 
 
 fn get(control: &Control, base: &str, coll: Coll, id: &str) -> Answer {
     let state = control.state();
+    if coll == Coll::AuditLogs {
+        return state
+            .audit
+            .get(id)
+            .map(|e| (StatusCode::OK, resource::audit_entry(e, base)))
+            .ok_or_else(|| ApiError::not_found(format!("no audit log {id:?}")));
+    }
     render(&state.rancher, base, coll, id).map(|v| (StatusCode::OK, v))
+}
+
+/// The audit log is written by the server alone.
+fn read_only(coll: Coll, m: &Method) -> Result<(), ApiError> {
+    if coll == Coll::AuditLogs && m != Method::GET {
+        return Err(method_not_allowed(m));
+    }
+    Ok(())
 }
 
 async fn create(control: &Control, req: &ApiRequest, base: &str, coll: Coll) -> Answer {
     let body = body(req)?;
     let kind = match coll {
-        Coll::LoadBalancers => Some(Kind::LoadBalancerService),
         Coll::Services => Some(
-            if body.get("type").and_then(Value::as_str) == Some("loadBalancerService") {
-                Kind::LoadBalancerService
-            } else {
-                Kind::Service
-            },
+            body.get("type")
+                .and_then(Value::as_str)
+                .and_then(Kind::from_type_name)
+                .unwrap_or(Kind::Service),
         ),
-        Coll::Certificates => None,
+        Coll::Certificates | Coll::AuditLogs => None,
+        other => other.kind(),
     };
     control
         .update(|state| {
@@ -488,7 +615,7 @@ fn consumed_services(
     let state = control.state();
     let st = &state.rancher;
     let service = match coll {
-        Coll::Certificates => None,
+        _ if !coll.is_services() => None,
         _ => st
             .service(id)
             .filter(|s| coll.kind().is_none_or(|k| k == s.kind)),

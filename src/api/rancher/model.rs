@@ -28,6 +28,10 @@ pub struct RancherState {
 pub enum Kind {
     Service,
     LoadBalancerService,
+    /// Any IPs or one hostname as a service (Rancher's `externalService`).
+    ExternalService,
+    /// A service alias: stands for the services linked to it (Rancher's `dnsService`).
+    DnsService,
 }
 
 impl Kind {
@@ -35,6 +39,8 @@ impl Kind {
         match self {
             Kind::Service => "service",
             Kind::LoadBalancerService => "loadBalancerService",
+            Kind::ExternalService => "externalService",
+            Kind::DnsService => "dnsService",
         }
     }
 
@@ -43,7 +49,24 @@ impl Kind {
         match self {
             Kind::Service => "services",
             Kind::LoadBalancerService => "loadbalancerservices",
+            Kind::ExternalService => "externalservices",
+            Kind::DnsService => "dnsservices",
         }
+    }
+
+    /// Every kind, for looking one up by its type name.
+    pub const ALL: [Kind; 4] = [
+        Kind::Service,
+        Kind::LoadBalancerService,
+        Kind::ExternalService,
+        Kind::DnsService,
+    ];
+
+    /// The kind whose `type` is `name` (case-insensitive).
+    pub fn from_type_name(name: &str) -> Option<Kind> {
+        Kind::ALL
+            .into_iter()
+            .find(|k| k.type_name().eq_ignore_ascii_case(name))
     }
 }
 

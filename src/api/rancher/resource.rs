@@ -6,6 +6,7 @@ use serde_json::{json, Map, Value};
 use super::model::{now_ms, rfc3339, RancherState, Service, StoredCertificate};
 use super::schema;
 use super::state_machine::{self, ServiceState};
+use crate::api::audit::AuditEntry;
 
 /// The `self` URL of a service or load balancer.
 pub fn service_url(base: &str, s: &Service) -> String {
@@ -168,6 +169,44 @@ pub fn certificate(c: &StoredCertificate, base: &str, removed: bool) -> Value {
         )
     };
     m.insert("actions".into(), acts);
+    Value::Object(m)
+}
+
+/// An `auditLog` resource (read-only: no actions).
+pub fn audit_entry(e: &AuditEntry, base: &str) -> Value {
+    let mut m = Map::new();
+    common(
+        &mut m,
+        Head {
+            id: &e.id,
+            ty: "auditLog",
+            name: "",
+            description: e.description.as_deref(),
+            state: "active",
+            uuid: &e.id,
+            created: e.created,
+        },
+    );
+    m.insert("name".into(), Value::Null);
+    m.insert("eventType".into(), json!(e.event_type));
+    m.insert("resourceType".into(), json!(e.resource_type));
+    m.insert("resourceId".into(), json!(e.resource_id));
+    m.insert("authType".into(), json!(e.auth_type));
+    m.insert(
+        "authenticatedAsAccountId".into(),
+        json!(e.authenticated_as_account_id),
+    );
+    m.insert("clientIp".into(), json!(e.client_ip));
+    m.insert("requestMethod".into(), json!(e.request_method));
+    m.insert("requestUrl".into(), json!(e.request_url));
+    m.insert("responseCode".into(), json!(e.response_code));
+    m.insert("requestObject".into(), e.request_object.clone());
+    m.insert("runtime".into(), json!(e.runtime));
+    m.insert(
+        "links".into(),
+        json!({ "self": format!("{base}/v1/auditlogs/{}", e.id) }),
+    );
+    m.insert("actions".into(), json!({}));
     Value::Object(m)
 }
 

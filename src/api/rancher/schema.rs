@@ -123,6 +123,8 @@ pub struct Schema {
     /// (action, input type)
     pub actions: Vec<(&'static str, Option<&'static str>)>,
     pub filters: &'static [&'static str],
+    /// A top-level type clients may only read (`auditLog`): GET methods only.
+    pub read_only: bool,
 }
 
 impl Schema {
@@ -169,8 +171,16 @@ impl Schema {
             "pluralName": self.plural,
             "links": links,
             "actions": {},
-            "collectionMethods": if top { json!(["GET", "POST"]) } else { json!([]) },
-            "resourceMethods": if top { json!(["GET", "PUT", "DELETE"]) } else { json!([]) },
+            "collectionMethods": match (top, self.read_only) {
+                (false, _) => json!([]),
+                (true, true) => json!(["GET"]),
+                (true, false) => json!(["GET", "POST"]),
+            },
+            "resourceMethods": match (top, self.read_only) {
+                (false, _) => json!([]),
+                (true, true) => json!(["GET"]),
+                (true, false) => json!(["GET", "PUT", "DELETE"]),
+            },
             "collectionActions": {},
             "collectionFields": {},
             "collectionFilters": filters,
@@ -196,6 +206,17 @@ const SERVICE_FILTERS: &[&str] = &[
     "removed",
     "environmentId",
     "stackId",
+];
+const AUDIT_FILTERS: &[&str] = &[
+    "id",
+    "created",
+    "eventType",
+    "resourceType",
+    "resourceId",
+    "authType",
+    "authenticatedAsAccountId",
+    "clientIp",
+    "responseCode",
 ];
 const CERT_FILTERS: &[&str] = &[
     "id",
@@ -263,6 +284,41 @@ fn service_fields() -> Vec<Field> {
     v
 }
 
+/// The fields of the non-container services (external service, alias): a service without
+/// `launchConfig`/`scale`.
+fn plain_service_fields() -> Vec<Field> {
+    service_fields()
+        .into_iter()
+        .filter(|f| !["launchConfig", "scale", "upgrade"].contains(&f.name))
+        .collect()
+}
+
+fn alias_fields() -> Vec<Field> {
+    plain_service_fields()
+}
+
+fn audit_fields() -> Vec<Field> {
+    let mut v: Vec<Field> = common_fields()
+        .into_iter()
+        .filter(|f| f.name != "description")
+        .collect();
+    v.extend([
+        f("description", "string"),
+        f("eventType", "string"),
+        f("resourceType", "string"),
+        f("resourceId", "string"),
+        f("authType", "string"),
+        f("authenticatedAsAccountId", "string"),
+        f("clientIp", "string"),
+        f("requestMethod", "string"),
+        f("requestUrl", "string"),
+        f("responseCode", "int"),
+        f("requestObject", "json"),
+        f("runtime", "int"),
+    ]);
+    v
+}
+
 fn service_actions() -> Vec<(&'static str, Option<&'static str>)> {
     SERVICE_ACTIONS
         .iter()
@@ -287,6 +343,7 @@ fn embedded(id: &'static str, plural: &'static str, fields: Vec<Field>) -> Schem
         fields,
         actions: Vec::new(),
         filters: &[],
+        read_only: false,
     }
 }
 
@@ -316,6 +373,12 @@ fn build() -> Vec<Schema> {
         f("version", "string"),
     ]);
     let port = |name| f(name, "int").cu().range(1, 65535);
+    let mut external_fields = plain_service_fields();
+    external_fields.extend([
+        f("externalIpAddresses", "array[string]").cu(),
+        f("hostname", "string").cu(),
+        f("healthCheck", "instanceHealthCheck").cu(),
+    ]);
     let link_fields = || {
         vec![
             f("serviceId", "reference[service]").cu().required(),
@@ -356,6 +419,7 @@ fn build() -> Vec<Schema> {
             fields: service_fields(),
             actions: service_actions(),
             filters: SERVICE_FILTERS,
+            read_only: false,
         },
         Schema {
             id: "loadBalancerService",
@@ -364,6 +428,7 @@ fn build() -> Vec<Schema> {
             fields: lb_fields,
             actions: service_actions(),
             filters: SERVICE_FILTERS,
+            read_only: false,
         },
         Schema {
             id: "certificate",
@@ -372,7 +437,55 @@ fn build() -> Vec<Schema> {
             fields: cert_fields,
             actions: CERTIFICATE_ACTIONS.iter().map(|&a| (a, None)).collect(),
             filters: CERT_FILTERS,
+            read_only: false,
         },
+        Schema {
+            id: "externalService",
+            plural: "externalServices",
+            collection: Some("externalservices"),
+            fields: external_fields,
+            actions: service_actions(),
+            filters: SERVICE_FILTERS,
+            read_only: false,
+        },
+        Schema {
+            id: "dnsService",
+            plural: "dnsServices",
+            collection: Some("dnsservices"),
+            fields: alias_fields(),
+            actions: service_actions(),
+            filters: SERVICE_FILTERS,
+            read_only: false,
+        },
+        Schema {
+            id: "auditLog",
+            plural: "auditLogs",
+            collection: Some("auditlogs"),
+            fields: audit_fields(),
+            actions: Vec::new(),
+            filters: AUDIT_FILTERS,
+            read_only: true,
+        },
+        embedded(
+            "instanceHealthCheck",
+            "instanceHealthChecks",
+            vec![
+                f("name", "string").cu(),
+                port("port"),
+                f("requestLine", "string").cu(),
+                f("interval", "int").cu().min(1).default(json!(2000)),
+                f("responseTimeout", "int").cu().min(1).default(json!(2000)),
+                f("healthyThreshold", "int").cu().min(1).default(json!(2)),
+                f("unhealthyThreshold", "int").cu().min(1).default(json!(3)),
+                f("initializingTimeout", "int").cu().min(1),
+                f("reinitializingTimeout", "int").cu().min(1),
+                f("strategy", "enum")
+                    .cu()
+                    .options(&["none", "recreate", "recreateOnQuorum"])
+                    .default(json!("recreate")),
+                f("recreateOnQuorumStrategyConfig", "json").cu(),
+            ],
+        ),
         embedded(
             "lbConfig",
             "lbConfigs",

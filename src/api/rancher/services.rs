@@ -9,6 +9,7 @@ use super::legacy;
 use super::model::{make_uuid, now_ms, Kind, LbConfig, RancherState, Service, ServiceLink};
 use super::schema;
 use super::state_machine::{transition, ServiceState, SERVICE_ACTIONS};
+use super::targets;
 use super::validate::{self, Mode};
 use crate::api::ApiError;
 
@@ -80,7 +81,7 @@ fn check_references(state: &RancherState, s: &Service) -> Result<(), ApiError> {
             return Err(invalid_ref("serviceId", &l.service_id));
         }
     }
-    Ok(())
+    targets::check(state, s)
 }
 
 /// Copies the validated writable fields into `s`.
