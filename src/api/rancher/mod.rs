@@ -20,6 +20,8 @@ use http::{Method, StatusCode};
 use serde_json::{json, Map, Value};
 
 pub use model::RancherState;
+pub(crate) use auth::basic_matches;
+pub(crate) use model::rfc3339;
 
 use super::{ApiError, ApiRequest, Control, Reply};
 use crate::config::{self, Certificate, LoadBalancer};
