@@ -336,8 +336,8 @@ fn sticky_hits(control: &Control) -> HashMap<String, u64> {
             let label = |name: &str| {
                 m.get_label()
                     .iter()
-                    .find(|l| l.get_name() == name)
-                    .map(|l| l.get_value().to_string())
+                    .find(|l| l.name() == name)
+                    .map(|l| l.value().to_string())
             };
             if label("result").as_deref() != Some("hit") {
                 continue;

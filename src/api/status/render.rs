@@ -162,9 +162,9 @@ fn load_balancer(o: &mut String, lb: &LoadBalancer) {
             for r in &l.rules {
                 let host = if r.host.is_empty() { "*" } else { &r.host };
                 let path = if r.path.is_empty() { "/" } else { &r.path };
-                let prio = r
-                    .priority
-                    .map_or_else(String::new, |p| format!("<span class=\"prio\">#{p}</span> "));
+                let prio = r.priority.map_or_else(String::new, |p| {
+                    format!("<span class=\"prio\">#{p}</span> ")
+                });
                 let _ = write!(
                     o,
                     "<li>{prio}<span class=\"mono\">{}{}</span> → <b>{}</b></li>",

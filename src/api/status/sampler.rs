@@ -73,11 +73,7 @@ impl Series {
             return Rates::default();
         };
         let since = last.at.saturating_sub(RATE_WINDOW);
-        let base = self
-            .points
-            .iter()
-            .find(|p| p.at >= since)
-            .unwrap_or(last);
+        let base = self.points.iter().find(|p| p.at >= since).unwrap_or(last);
         let (per_second, error_rate) = rate(base, last);
         let history = self
             .points
