@@ -1,7 +1,7 @@
 // Polls /status every 2 s and re-renders <main> with the same markup as src/api/status/render.rs.
 (function () {
   "use strict";
-  var POINTS = 150, EXPIRY_WARNING_DAYS = 14, PERIOD = 2000;
+  var SPARK_MIN_SPAN = 30, EXPIRY_WARNING_DAYS = 14, PERIOD = 2000;
   var main = document.getElementById("status");
   var dot = document.getElementById("live-dot");
   var text = document.getElementById("live-text");
@@ -17,12 +17,15 @@
   function sparkline(points) {
     var W = 120, H = 24, max = 1, i;
     for (i = 0; i < points.length; i++) max = Math.max(max, points[i]);
-    var step = W / (POINTS - 1), offset = W - step * Math.max(points.length - 1, 0), c = [];
+    var n = Math.max(points.length - 1, 0), span = Math.max(n, SPARK_MIN_SPAN);
+    var step = W / span, offset = W * (span - n) / span, c = [];
     for (i = 0; i < points.length; i++) {
       c.push((offset + step * i).toFixed(1) + "," + (H - 1 - (points[i] / max) * (H - 2)).toFixed(1));
     }
+    var line = c.join(" ");
+    var area = line ? offset.toFixed(1) + "," + H.toFixed(1) + " " + line + " " + W.toFixed(1) + "," + H.toFixed(1) : "";
     return '<svg class="spark" viewBox="0 0 120 24" width="120" height="24" aria-hidden="true">' +
-      '<polyline points="' + c.join(" ") + '"/></svg>';
+      '<polygon points="' + area + '"/><polyline points="' + line + '"/></svg>';
   }
 
   function lb(l) {
@@ -35,7 +38,7 @@
         li.activeConnections + '</td><td><ul class="rules">';
       li.rules.forEach(function (r) {
         var prio = r.priority == null ? "" : '<span class="prio">#' + r.priority + "</span> ";
-        o += "<li>" + prio + '<span class="mono">' + esc(r.host || "*") + esc(r.path || "/") +
+        o += "<li>" + prio + '<span class="mono">' + esc(r.host) + esc(r.path || "/") +
           "</span> → <b>" + esc(r.service) + "</b></li>";
       });
       o += "</ul></td></tr>";

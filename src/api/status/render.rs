@@ -60,24 +60,34 @@ pub fn percent(x: f64) -> String {
     format!("{:.1}%", x * 100.0)
 }
 
-/// An inline SVG sparkline of `points` (req/s, oldest first).
+/// Intervals a sparkline spans at least (one minute), so a young series is not a speck.
+const SPARK_MIN_SPAN: usize = 30;
+
+/// An inline SVG sparkline of `points` (req/s, oldest first): a line over a light area,
+/// right-aligned so the newest point is always at the right edge.
 pub fn sparkline(points: &[f64]) -> String {
     const W: f64 = 120.0;
     const H: f64 = 24.0;
     let max = points.iter().copied().fold(1.0_f64, f64::max);
-    let step = W / (super::sampler::POINTS as f64 - 1.0);
-    // Right-aligned: the newest point is always at the right edge.
-    let offset = W - step * (points.len().saturating_sub(1)) as f64;
-    let mut coords = String::new();
+    let n = points.len().saturating_sub(1);
+    let span = n.max(SPARK_MIN_SPAN);
+    let step = W / span as f64;
+    let offset = W * (span - n) as f64 / span as f64;
+    let mut line = String::new();
     for (i, p) in points.iter().enumerate() {
         let x = offset + step * i as f64;
         let y = H - 1.0 - (p / max) * (H - 2.0);
-        let _ = write!(coords, "{x:.1},{y:.1} ");
+        let _ = write!(line, "{x:.1},{y:.1} ");
     }
+    let line = line.trim_end();
+    let area = if line.is_empty() {
+        String::new()
+    } else {
+        format!("{offset:.1},{H:.1} {line} {W:.1},{H:.1}")
+    };
     format!(
         "<svg class=\"spark\" viewBox=\"0 0 120 24\" width=\"120\" height=\"24\" \
-         aria-hidden=\"true\"><polyline points=\"{}\"/></svg>",
-        coords.trim_end()
+         aria-hidden=\"true\"><polygon points=\"{area}\"/><polyline points=\"{line}\"/></svg>"
     )
 }
 
@@ -160,7 +170,6 @@ fn load_balancer(o: &mut String, lb: &LoadBalancer) {
                 l.port, l.protocol, l.active_connections
             );
             for r in &l.rules {
-                let host = if r.host.is_empty() { "*" } else { &r.host };
                 let path = if r.path.is_empty() { "/" } else { &r.path };
                 let prio = r.priority.map_or_else(String::new, |p| {
                     format!("<span class=\"prio\">#{p}</span> ")
@@ -168,7 +177,7 @@ fn load_balancer(o: &mut String, lb: &LoadBalancer) {
                 let _ = write!(
                     o,
                     "<li>{prio}<span class=\"mono\">{}{}</span> → <b>{}</b></li>",
-                    escape(host),
+                    escape(&r.host),
                     escape(path),
                     escape(&r.service)
                 );
@@ -344,8 +353,15 @@ mod tests {
     #[test]
     fn sparkline_is_right_aligned_and_scaled() {
         let svg = sparkline(&[0.0, 4.0]);
-        assert!(svg.contains("points=\"119.2,23.0 120.0,1.0\""), "{svg}");
-        assert!(sparkline(&[]).contains("points=\"\""));
+        assert!(
+            svg.contains("<polyline points=\"116.0,23.0 120.0,1.0\""),
+            "{svg}"
+        );
+        assert!(svg.contains("<polygon points=\"116.0,24.0 116.0,23.0 120.0,1.0 120.0,24.0\""));
+        assert!(sparkline(&[]).contains("<polyline points=\"\""));
+        // Five minutes span the whole width.
+        let full = sparkline(&[1.0; 150]);
+        assert!(full.contains("<polyline points=\"0.0,"), "{full}");
     }
 
     #[test]
