@@ -19,9 +19,9 @@ mod validate;
 use http::{Method, StatusCode};
 use serde_json::{json, Map, Value};
 
-pub use model::RancherState;
 pub(crate) use auth::basic_matches;
 pub(crate) use model::rfc3339;
+pub use model::RancherState;
 
 use super::{ApiError, ApiRequest, Control, Reply};
 use crate::config::{self, Certificate, LoadBalancer};
