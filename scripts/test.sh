@@ -20,6 +20,36 @@ fi
 echo "== API tests (pytest)"
 CORRAL_BIN="$PWD/target/debug/corral" "$VENV/bin/pytest" -q tests/api
 
+# The status page in a real browser: Debian's chromium driven by playwright-core from npm.
+# Installs both when missing (idempotent); skipped, with the reason, when they cannot be had.
+browser_test() {
+  if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    echo "skipped: node/npm not available"
+    return 0
+  fi
+  if [ ! -x /usr/bin/chromium ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+      echo "installing chromium"
+      if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }; then
+        echo "skipped: chromium cannot be installed"
+        return 0
+      fi
+    else
+      echo "skipped: /usr/bin/chromium missing and apt-get not usable"
+      return 0
+    fi
+  fi
+  if [ ! -f tests/browser/node_modules/playwright-core/package.json ]; then
+    if ! (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error); then
+      echo "skipped: playwright-core cannot be installed"
+      return 0
+    fi
+  fi
+  CORRAL_BIN="$PWD/target/debug/corral" node tests/browser/status.mjs
+}
+echo "== browser test (status page)"
+browser_test
+
 echo "== container image"
 if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then
   docker build -q -t corral:test .

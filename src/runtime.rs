@@ -1,9 +1,10 @@
 //! The running state: the one `ArcSwap` that holds the routing table, and the one function
 //! that changes it.
 
+use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 
@@ -35,7 +36,7 @@ pub enum Source {
 }
 
 impl Source {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Source::Api => "api",
             Source::File => "file",
@@ -53,10 +54,26 @@ pub enum ApplyError {
     Bind(#[from] BindError),
 }
 
+/// How many apply outcomes [`Runtime::reloads`] keeps.
+const RELOAD_LOG: usize = 32;
+
+/// One attempt to change the table (the status page lists them).
+#[derive(Debug, Clone)]
+pub struct ReloadRecord {
+    /// Milliseconds since the epoch.
+    pub at_ms: i64,
+    pub source: Source,
+    /// The generation swapped in; `None` when the change was refused.
+    pub generation: Option<u64>,
+    pub error: Option<String>,
+}
+
 pub struct Runtime {
     shared: Arc<Shared>,
     /// Set when shutdown starts, so `/ready` tells load balancers in front to stop sending.
     draining: std::sync::atomic::AtomicBool,
+    /// The last [`RELOAD_LOG`] apply outcomes, oldest first.
+    reloads: parking_lot::Mutex<VecDeque<ReloadRecord>>,
     /// Held across a whole apply, so applies are serialised and listeners match the table.
     listeners: tokio::sync::Mutex<ListenerSet>,
     /// Ports no rule may take (the control listener's).
@@ -77,6 +94,7 @@ impl Runtime {
             draining: std::sync::atomic::AtomicBool::new(false),
             listeners: tokio::sync::Mutex::new(ListenerSet::new(listen_ip)),
             reserved,
+            reloads: parking_lot::Mutex::new(VecDeque::with_capacity(RELOAD_LOG)),
         }
     }
 
@@ -110,9 +128,30 @@ impl Runtime {
             }
             Err(_) => metrics.reload(source.as_str(), false, 0),
         }
+        self.record_reload(ReloadRecord {
+            at_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+            source,
+            generation: result.as_ref().ok().map(|t| t.generation()),
+            error: result.as_ref().err().map(ToString::to_string),
+        });
         // A refused build may have created series; export only what the table in force has.
         self.sync_metrics(&self.shared.table.load());
         result
+    }
+
+    fn record_reload(&self, record: ReloadRecord) {
+        let mut log = self.reloads.lock();
+        if log.len() == RELOAD_LOG {
+            log.pop_front();
+        }
+        log.push_back(record);
+    }
+
+    /// The recent apply outcomes, oldest first.
+    pub fn reloads(&self) -> Vec<ReloadRecord> {
+        self.reloads.lock().iter().cloned().collect()
     }
 
     fn swap(

@@ -101,6 +101,11 @@ impl Control {
         self.state.load_full()
     }
 
+    /// The file part of the configuration in force (`--config`).
+    pub fn file_config(&self) -> Arc<Config> {
+        self.file_config.load_full()
+    }
+
     pub fn runtime(&self) -> &Arc<Runtime> {
         &self.runtime
     }

@@ -8,6 +8,7 @@ mod resolve;
 mod error;
 pub mod rancher;
 mod request;
+pub mod status;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -69,6 +70,9 @@ impl Reply {
 /// Serves the control listener until `drain` fires. Connections are served concurrently, so a
 /// Consul blocking query never stalls another client.
 pub async fn serve(listener: tokio::net::TcpListener, control: Arc<Control>, drain: drain::Watch) {
+    let sampler = Arc::new(status::Sampler::new());
+    // Stops with the drain, or with this loop if it is dropped first.
+    let _sampler_task = status::SamplerTask::spawn(sampler.clone(), &control, drain.clone());
     let stop = drain.signaled();
     tokio::pin!(stop);
     loop {
@@ -84,11 +88,13 @@ pub async fn serve(listener: tokio::net::TcpListener, control: Arc<Control>, dra
             },
         };
         let control = control.clone();
+        let sampler = sampler.clone();
         let drain = drain.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| {
                 let control = control.clone();
-                async move { Ok::<_, Infallible>(route(&control, req, peer).await.0) }
+                let sampler = sampler.clone();
+                async move { Ok::<_, Infallible>(route(&control, &sampler, req, peer).await.0) }
             });
             let builder = auto::Builder::new(TokioExecutor::new());
             let conn = builder.serve_connection(TokioIo::new(stream), service);
@@ -106,6 +112,7 @@ pub async fn serve(listener: tokio::net::TcpListener, control: Arc<Control>, dra
 
 async fn route(
     control: &Control,
+    sampler: &status::Sampler,
     req: http::Request<hyper::body::Incoming>,
     peer: SocketAddr,
 ) -> Reply {
@@ -119,7 +126,9 @@ async fn route(
             return Reply::text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
         }
         (&Method::GET, "/ready") => return Reply::text(StatusCode::OK, "ready\n"),
-        (&Method::GET, "/") => return Reply::text(StatusCode::OK, summary(control)),
+        (&Method::GET, "/" | "/status") => {
+            return status::handle(control, sampler, &path, req.headers())
+        }
         (&Method::GET, "/metrics") => return metrics_reply(control.runtime()),
         _ => {}
     }
@@ -194,34 +203,4 @@ pub async fn serve_metrics(
                 .await;
         });
     }
-}
-
-/// A plain-text view of the table; the status page replaces it.
-fn summary(control: &Control) -> String {
-    let table = control.runtime().table();
-    let mut out = format!(
-        "corral {}\ngeneration {}\n",
-        env!("CARGO_PKG_VERSION"),
-        table.generation()
-    );
-    for l in table.listeners() {
-        out += &format!("listener {} (load balancer {})\n", l.label, l.load_balancer);
-        for r in l.routes.iter() {
-            let host = r.host.to_string();
-            out += &format!(
-                "  host={} path={} priority={} -> {}\n",
-                if host.is_empty() { "*" } else { &host },
-                if r.path.is_empty() { "/" } else { &r.path },
-                r.priority.map_or("-".to_string(), |p| p.to_string()),
-                r.service
-            );
-        }
-    }
-    for g in table.groups() {
-        out += &format!("service {}\n", g.service);
-        for t in g.targets() {
-            out += &format!("  {} {} weight {}\n", t.id, t.addr, t.weight);
-        }
-    }
-    out
 }

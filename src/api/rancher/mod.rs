@@ -20,6 +20,8 @@ mod validate;
 use http::{Method, StatusCode};
 use serde_json::{json, Map, Value};
 
+pub(crate) use auth::basic_matches;
+pub(crate) use model::rfc3339;
 pub use model::RancherState;
 pub use targets::Resolved;
 
