@@ -60,6 +60,7 @@ async fn run(args: Args) -> Result<(), String> {
         consul_token: args.consul_token.clone(),
     };
     let api = Arc::new(Control::start(store, runtime.clone(), config, auth).await?);
+    corral::health::spawn(api.clone());
     let (control_signal, control_watch) = drain::channel();
     tokio::spawn(corral::api::serve(control, api.clone(), control_watch));
     // Held until `run` returns: dropping it stops the metrics listener.

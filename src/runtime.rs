@@ -22,6 +22,8 @@ pub struct Shared {
     pub pool: Pool,
     pub metrics: Metrics,
     pub tls: TlsContext,
+    /// Targets cooling off after failed requests; outside the table, so swaps keep it.
+    pub passive: crate::health::PassiveHealth,
 }
 
 /// Where a configuration change came from, for `corral_config_reloads_total`.
@@ -68,6 +70,7 @@ impl Runtime {
                 pool,
                 metrics: Metrics::new(),
                 tls: TlsContext::new(),
+                passive: Default::default(),
             }),
             listeners: tokio::sync::Mutex::new(ListenerSet::new(listen_ip)),
             reserved,
@@ -146,6 +149,8 @@ impl Runtime {
             }
         }
         metrics.retain(&listeners, &services, &targets);
+        let ids = targets.iter().map(|(_, t)| t.as_str()).collect();
+        self.shared.passive.retain(&ids);
     }
 
     /// Stops accepting everywhere and waits for in-flight requests, at most `deadline`.

@@ -35,6 +35,8 @@ pub struct Control {
     /// Load balancers and instances from `--config`, served alongside the API's.
     file_config: ArcSwap<Config>,
     pub auth: Auth,
+    /// When each TTL check was last refreshed (read by the health monitor).
+    pub health: crate::health::TtlClock,
 }
 
 impl Control {
@@ -54,6 +56,7 @@ impl Control {
             runtime,
             file_config: ArcSwap::from_pointee(file_config),
             auth,
+            health: Default::default(),
         };
         let state = control.state.load_full();
         control

@@ -9,13 +9,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use parking_lot::Mutex;
 use tokio::net::TcpStream;
 
-pub type Sender = SendRequest<Incoming>;
+pub type Sender = SendRequest<super::replay::RequestBody>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
