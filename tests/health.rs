@@ -55,11 +55,7 @@ impl Killable {
                 });
             }
         });
-        Killable {
-            addr,
-            hits,
-            task,
-        }
+        Killable { addr, hits, task }
     }
 
     /// Closes the listener and every open connection (dropping the task drops the JoinSet).
@@ -156,7 +152,11 @@ async fn a_killed_backend_costs_gets_nothing_cools_off_and_comes_back() {
 
     for i in 0..100 {
         let (status, _, body) = client.get("x", "/").await;
-        assert_eq!((status, body.as_str()), (StatusCode::OK, "b"), "request {i}");
+        assert_eq!(
+            (status, body.as_str()),
+            (StatusCode::OK, "b"),
+            "request {i}"
+        );
     }
     assert_eq!(b.hits.load(Ordering::Relaxed) - b_hits_before, 100);
     let retries = counter(&rt, "corral_target_retries_total", "a");
@@ -165,7 +165,10 @@ async fn a_killed_backend_costs_gets_nothing_cools_off_and_comes_back() {
         (1..=3).contains(&retries),
         "at most threshold retries before the cool-off, got {retries}"
     );
-    assert!(connect_errors <= 3, "cooling off: no more connects ({connect_errors})");
+    assert!(
+        connect_errors <= 3,
+        "cooling off: no more connects ({connect_errors})"
+    );
 
     // Back on the same port: after the cool-off it gets traffic again.
     let a = Killable::start("a", Some(dead)).await;
@@ -226,7 +229,10 @@ async fn resets_are_retried_only_when_safe() {
             assert_eq!((status, got.as_str()), (StatusCode::OK, "good"), "{method}");
         }
     }
-    assert!(bad_seen.load(Ordering::Relaxed) >= 8, "the resetter was tried");
+    assert!(
+        bad_seen.load(Ordering::Relaxed) >= 8,
+        "the resetter was tried"
+    );
     assert!(counter(&rt, "corral_target_retries_total", "bad") >= 8);
 
     // A POST with a body is not replayed: the reset is the client's 502 when it lands there.

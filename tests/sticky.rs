@@ -183,7 +183,10 @@ async fn insert_sets_an_opaque_cookie_and_sticks_for_100_requests() {
     assert_eq!(value.len(), 16, "{set:?}");
     assert!(value.bytes().all(|b| b.is_ascii_hexdigit()));
     for b in &bs {
-        assert!(!set[0].contains(&b.addr.port().to_string()), "no address in {set:?}");
+        assert!(
+            !set[0].contains(&b.addr.port().to_string()),
+            "no address in {set:?}"
+        );
     }
     assert!(set[0].contains("Path=/"), "{set:?}");
     assert!(set[0].contains("Domain=example.test"), "{set:?}");

@@ -214,7 +214,9 @@ impl Monitor {
                     service_id = %service_id,
                     "critical for longer than DeregisterCriticalServiceAfter: deregistered"
                 ),
-                Err(e) => tracing::warn!(service_id = %service_id, error = %e.message, "cannot deregister"),
+                Err(e) => {
+                    tracing::warn!(service_id = %service_id, error = %e.message, "cannot deregister")
+                }
             }
         }
     }
@@ -287,7 +289,8 @@ impl Probe {
             .max(MIN_INTERVAL);
         let timeout = d.timeout.and_then(duration).unwrap_or(DEFAULT_TIMEOUT);
         // Spread probes registered together over their interval.
-        let offset = RandomState::new().hash_one(&self.check_id) % interval.as_nanos().max(1) as u64;
+        let offset =
+            RandomState::new().hash_one(&self.check_id) % interval.as_nanos().max(1) as u64;
         let mut ticker =
             tokio::time::interval_at(Instant::now() + Duration::from_nanos(offset), interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -454,9 +457,8 @@ async fn http_exchange(d: &CheckDefinition, method: Method) -> Result<http::Stat
         };
         let name = rustls::pki_types::ServerName::try_from(server_name.to_string())
             .map_err(|e| format!("invalid TLS server name: {e}"))?;
-        let connector = tokio_rustls::TlsConnector::from(super::tls::client_config(
-            d.tls_skip_verify,
-        )?);
+        let connector =
+            tokio_rustls::TlsConnector::from(super::tls::client_config(d.tls_skip_verify)?);
         let stream = connector
             .connect(name, stream)
             .await

@@ -42,7 +42,9 @@ fn build(skip_verify: bool) -> Result<ClientConfig, String> {
                 let (added, _) = roots.add_parsable_certificates(certs.flatten());
                 tracing::debug!(added, "system roots loaded for HTTPS checks");
             }
-            Err(e) => tracing::warn!(path = SYSTEM_ROOTS, error = %e, "no system roots for HTTPS checks"),
+            Err(e) => {
+                tracing::warn!(path = SYSTEM_ROOTS, error = %e, "no system roots for HTTPS checks")
+            }
         }
         builder.with_root_certificates(roots).with_no_client_auth()
     };
@@ -72,7 +74,12 @@ impl ServerCertVerifier for NoVerify {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -81,7 +88,12 @@ impl ServerCertVerifier for NoVerify {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {

@@ -340,7 +340,10 @@ mod tests {
     #[test]
     fn request_cookies_found_rewritten_and_removed() {
         let mut h = HeaderMap::new();
-        h.append(header::COOKIE, HeaderValue::from_static("a=1; SRV=abc; b=2"));
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; SRV=abc; b=2"),
+        );
         h.append(header::COOKIE, HeaderValue::from_static("c=3"));
         assert_eq!(find_cookie(&h, "SRV"), Some("abc"));
         assert_eq!(find_cookie(&h, "c"), Some("3"));
@@ -369,7 +372,10 @@ mod tests {
         let all: Vec<_> = h.get_all(header::SET_COOKIE).iter().collect();
         assert_eq!(
             all,
-            ["JS=id~v1; Path=/app; HttpOnly; SameSite=Lax; Foo", "other=1"]
+            [
+                "JS=id~v1; Path=/app; HttpOnly; SameSite=Lax; Foo",
+                "other=1"
+            ]
         );
         remove_set_cookie(&mut h, "JS");
         let all: Vec<_> = h.get_all(header::SET_COOKIE).iter().collect();
@@ -384,7 +390,10 @@ mod tests {
         mark_private(&mut h);
         assert_eq!(h.get_all(header::CACHE_CONTROL).iter().count(), 1);
         let mut h = HeaderMap::new();
-        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("max-age=60"));
+        h.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("max-age=60"),
+        );
         mark_private(&mut h);
         let all: Vec<_> = h.get_all(header::CACHE_CONTROL).iter().collect();
         assert_eq!(all, ["max-age=60", "private"]);

@@ -39,9 +39,11 @@ impl Body for RequestBody {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.project() {
             RequestBodyProj::Streaming { body } => body.poll_frame(cx),
-            RequestBodyProj::Buffered { data } => {
-                Poll::Ready(data.take().filter(|d| !d.is_empty()).map(|d| Ok(Frame::data(d))))
-            }
+            RequestBodyProj::Buffered { data } => Poll::Ready(
+                data.take()
+                    .filter(|d| !d.is_empty())
+                    .map(|d| Ok(Frame::data(d))),
+            ),
         }
     }
 
