@@ -244,7 +244,9 @@ impl Proxy {
         log: &mut AccessLog,
     ) -> Result<(&'g Target, Sender, Response<Incoming>), ProxyError> {
         let passive = &self.shared.passive;
-        let (mut req, replay) = replay::prepare(req, table.timeouts.upstream_response()).await?;
+        let may_retry = group.targets().len() > 1;
+        let (mut req, replay) =
+            replay::prepare(req, may_retry, table.timeouts.upstream_response()).await?;
         let mut failed: Option<&'g Target> = None;
         let mut target = match prefer {
             Some(t) => t,

@@ -95,11 +95,20 @@ pub fn is_idempotent(method: &Method) -> bool {
     )
 }
 
-/// The request to send, and a copy to send again when that is safe.
+/// The request to send, and a copy to send again when that is safe. With `may_retry` false
+/// (no other target to retry on) nothing is copied or kept.
 pub async fn prepare(
     req: Request<Incoming>,
+    may_retry: bool,
     read_timeout: Duration,
 ) -> Result<(Request<RequestBody>, Option<Replay>), ProxyError> {
+    if !may_retry {
+        let (parts, body) = req.into_parts();
+        return Ok((
+            Request::from_parts(parts, RequestBody::Streaming { body }),
+            None,
+        ));
+    }
     let (parts, body) = req.into_parts();
     let kept = if body.is_end_stream() {
         None
