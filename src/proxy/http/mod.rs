@@ -312,21 +312,9 @@ impl Proxy {
                     // The pooled connection closed before the request went out: a fresh
                     // connection gets the untouched request.
                     Some(req) => {
-                        sender = match self
-                            .shared
-                            .pool
-                            .connect(target.addr, timeouts.upstream_connect())
-                            .await
-                        {
+                        sender = match self.connect(target, timeouts.upstream_connect()).await {
                             Ok(sender) => sender,
-                            Err(source) => {
-                                target.metrics.connect_errors.inc();
-                                let e = ProxyError::Connect {
-                                    target: target.id.clone(),
-                                    source: source.into(),
-                                };
-                                return Err(Attempt::NotSent(req, e));
-                            }
+                            Err(e) => return Err(Attempt::NotSent(req, e)),
                         };
                         sender
                             .send_request(req)
@@ -355,6 +343,15 @@ impl Proxy {
         if let Some(sender) = self.shared.pool.take_idle(target.addr) {
             return Ok(sender);
         }
+        self.connect(target, connect_timeout).await
+    }
+
+    /// A new connection to `target`; a failure counts in its connect errors.
+    async fn connect(
+        &self,
+        target: &Target,
+        connect_timeout: std::time::Duration,
+    ) -> Result<Sender, ProxyError> {
         self.shared
             .pool
             .connect(target.addr, connect_timeout)
