@@ -66,6 +66,7 @@ async fn run(args: Args) -> Result<(), String> {
             .with_audit_retention(args.audit_retention)
             .with_dns_refresh(std::time::Duration::from_secs(args.dns_refresh_secs)),
     );
+    corral::health::spawn(api.clone());
     let (control_signal, control_watch) = drain::channel();
     tokio::spawn(api.clone().run_resolver(control_watch.clone()));
     tokio::spawn(corral::api::serve(control, api.clone(), control_watch));

@@ -23,6 +23,8 @@ pub struct Shared {
     pub pool: Pool,
     pub metrics: Metrics,
     pub tls: TlsContext,
+    /// Targets cooling off after failed requests; outside the table, so swaps keep it.
+    pub passive: crate::health::PassiveHealth,
 }
 
 /// Where a configuration change came from, for `corral_config_reloads_total`.
@@ -90,6 +92,7 @@ impl Runtime {
                 pool,
                 metrics: Metrics::new(),
                 tls: TlsContext::new(),
+                passive: Default::default(),
             }),
             draining: std::sync::atomic::AtomicBool::new(false),
             listeners: tokio::sync::Mutex::new(ListenerSet::new(listen_ip)),
@@ -192,6 +195,8 @@ impl Runtime {
         }
         metrics.retain(&listeners, &services, &targets);
         metrics.set_certificates(table.certificates());
+        let ids = targets.iter().map(|(_, t)| t.as_str()).collect();
+        self.shared.passive.retain(&ids);
     }
 
     pub fn is_draining(&self) -> bool {

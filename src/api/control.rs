@@ -50,6 +50,8 @@ pub struct Control {
     /// Audit entries kept.
     audit_retention: usize,
     pub auth: Auth,
+    /// When each TTL check was last refreshed (read by the health monitor).
+    pub health: crate::health::TtlClock,
 }
 
 impl Control {
@@ -72,6 +74,7 @@ impl Control {
             dns_refresh: resolve::DEFAULT_REFRESH,
             audit_retention: DEFAULT_RETENTION,
             auth,
+            health: Default::default(),
         };
         let state = control.state.load_full();
         control.resolve_missing(&state).await;

@@ -4,10 +4,10 @@
 pub mod audit;
 pub mod consul;
 mod control;
-mod resolve;
 mod error;
 pub mod rancher;
 mod request;
+mod resolve;
 pub mod status;
 
 use std::convert::Infallible;

@@ -24,6 +24,8 @@ pub struct Target {
     pub weight: u32,
     pub state: TargetState,
     pub metrics: TargetMetrics,
+    /// The id sticky cookies carry: a hash of `id`, computed once per build.
+    pub cookie: crate::sticky::CookieId,
 }
 
 /// An instance's health as the balancer sees it.
@@ -164,6 +166,7 @@ mod tests {
                 weight,
                 state: TargetState::Passing,
                 metrics: metrics.target("svc", &format!("t{i}")),
+                cookie: crate::sticky::CookieId::of(&format!("t{i}")),
             })
             .collect();
         TargetGroup::new("svc".into(), targets, metrics.service("svc"))

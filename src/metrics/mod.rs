@@ -322,6 +322,17 @@ impl Metrics {
         }
     }
 
+    /// `corral_sticky_total` handles of one service.
+    pub fn sticky_handles(&self, service: &str) -> crate::sticky::StickyMetrics {
+        self.live.lock().services.insert(service.to_string());
+        let result = |r| self.sticky.with_label_values(&[service, r]);
+        crate::sticky::StickyMetrics {
+            hit: result("hit"),
+            miss: result("miss"),
+            redispatch: result("redispatch"),
+        }
+    }
+
     /// Sets a target's `up`/`weight`/`state` gauges (for the table in force only).
     pub fn set_target_status(&self, service: &str, target: &str, status: TargetStatus<'_>) {
         let labels = [service, target];

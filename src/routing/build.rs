@@ -128,6 +128,9 @@ pub fn build(config: &Config, ctx: &BuildContext<'_>) -> Result<RoutingTable, Bu
                 group,
                 service: rule.service_id.as_str().into(),
                 name: format!("{}#{i}", lb.name).into(),
+                sticky: stickiness
+                    .as_ref()
+                    .map(|_| metrics.sticky_handles(&rule.service_id)),
             };
             let (listener, routes) = by_port.entry(rule.source_port).or_insert_with(|| {
                 let label = format!("{}/{}", rule.source_port, rule.protocol);
@@ -333,6 +336,7 @@ fn target(inst: &Instance, target_port: Option<u16>, metrics: &Metrics) -> Optio
         weight: inst.effective_weight(),
         state,
         metrics: metrics.target(&inst.service, &inst.id),
+        cookie: crate::sticky::CookieId::of(&inst.id),
     })
 }
 

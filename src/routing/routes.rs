@@ -20,6 +20,8 @@ pub struct Route {
     pub service: Arc<str>,
     /// `"lb-1#2"`: the load balancer and the rule's position in it, for logs.
     pub name: Arc<str>,
+    /// `corral_sticky_total` handles, when the listener has a stickiness policy.
+    pub sticky: Option<crate::sticky::StickyMetrics>,
 }
 
 #[derive(Debug, Default)]
@@ -112,6 +114,7 @@ mod tests {
             group,
             service: "s".into(),
             name: "lb#0".into(),
+            sticky: None,
         }
     }
 

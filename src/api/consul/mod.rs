@@ -7,9 +7,9 @@ mod blocking;
 pub mod filter;
 mod go;
 mod health;
-mod model;
+pub mod model;
 mod register;
-mod writes;
+pub mod writes;
 
 use std::collections::BTreeMap;
 
@@ -140,6 +140,7 @@ async fn serve(control: &Control, req: &ApiRequest) -> Reply {
         Route::Maintenance(id) => maintenance(control, req, &id).await,
         Route::CheckStatus(status, id) => {
             let note = req.query("note").unwrap_or_default().to_string();
+            control.health.refreshed(&id);
             let result = control
                 .update(|state| writes::update_ttl(&mut state.agent, &id, status, &note))
                 .await;
@@ -398,6 +399,7 @@ async fn check_update(control: &Control, req: &ApiRequest, id: &str) -> Reply {
             format!("Invalid check status: '{status}'"),
         );
     }
+    control.health.refreshed(id);
     let result = control
         .update(|state| writes::update_ttl(&mut state.agent, id, &status, &output))
         .await;

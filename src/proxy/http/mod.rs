@@ -7,6 +7,7 @@ mod body;
 mod error;
 mod headers;
 mod log;
+mod replay;
 mod timer;
 mod upstream;
 mod validate;
@@ -32,8 +33,10 @@ use crate::balance::{Target, TargetGroup};
 use crate::routing::{normalize_host, Listener, Route, RoutingTable};
 use crate::runtime::Shared;
 use crate::server::drain;
+use crate::sticky;
 use log::AccessLog;
-use upstream::Sender;
+use replay::RequestBody;
+use upstream::{Sender, UpstreamError};
 
 /// Serves one client connection until it closes or a drain asks it to finish.
 pub async fn serve_connection<IO>(
@@ -143,10 +146,25 @@ impl Proxy {
         log.rule = Some(route.name.clone());
         let websocket = headers::is_websocket_upgrade(req.method(), req.headers());
         let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
-        let req = self.upstream_request(req, websocket)?;
         log.group = Some(route.group);
         let group = table.group(route.group);
-        let (target, sender, mut response) = self.send(table, group, req, log).await?;
+        let sticky = match (&listener.stickiness, &route.sticky) {
+            (Some(policy), Some(metrics)) => Some(sticky::on_request(
+                policy,
+                metrics,
+                group,
+                &req.method().clone(),
+                req.headers_mut(),
+                |t| self.shared.passive.usable(t),
+            )),
+            _ => None,
+        };
+        let req = self.upstream_request(req, websocket)?;
+        let prefer = sticky.as_ref().and_then(sticky::Decision::wanted);
+        let (target, sender, mut response) = self.send(table, group, prefer, req, log).await?;
+        if let Some(decision) = &sticky {
+            decision.on_response(target, response.headers_mut());
+        }
 
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
             let Some(client_upgrade) = client_upgrade else {
@@ -215,34 +233,80 @@ impl Proxy {
         Ok(Request::from_parts(parts, body))
     }
 
-    /// Picks a target, gets a connection to it and exchanges the request. A target that
-    /// refuses the connection is left for the next one in weighted order, once: the request
-    /// has not been sent, so this is safe whatever its method.
+    /// Picks a target (the sticky one when it is usable), gets a connection to it and
+    /// exchanges the request. A failed attempt is retried once on another target when that is
+    /// safe: the connection was refused (nothing was sent), or it was reset before any response
+    /// byte and the request can be replayed (see [`replay`]). Both failures count against the
+    /// target's passive health.
     async fn send<'g>(
         &self,
         table: &RoutingTable,
         group: &'g TargetGroup,
+        prefer: Option<&'g Target>,
         req: Request<Incoming>,
         log: &mut AccessLog,
     ) -> Result<(&'g Target, Sender, Response<Incoming>), ProxyError> {
-        let timeouts = &table.timeouts;
-        let no_target = || ProxyError::NoTarget {
-            service: group.service.clone(),
+        let passive = &self.shared.passive;
+        let may_retry = group.targets().len() > 1;
+        let (mut req, replay) =
+            replay::prepare(req, may_retry, table.timeouts.upstream_response()).await?;
+        let mut failed: Option<&'g Target> = None;
+        let mut target = match prefer {
+            Some(t) => t,
+            None => group
+                .pick(|t| passive.usable(t))
+                .ok_or_else(|| ProxyError::NoTarget {
+                    service: group.service.clone(),
+                })?,
         };
-        let mut target = group.pick(|_| true).ok_or_else(no_target)?;
+        loop {
+            log.target = Some(target.id.clone());
+            log.target_requests = Some(target.metrics.requests.clone());
+            let error = match self.attempt(table, target, req).await {
+                Attempt::Done(sender, response) => {
+                    passive.success(target);
+                    return Ok((target, sender, response));
+                }
+                Attempt::Failed(e) => return Err(e),
+                Attempt::NotSent(unsent, e) => {
+                    passive.failure(target);
+                    req = unsent;
+                    e
+                }
+                Attempt::Reset(e) => {
+                    passive.failure(target);
+                    match &replay {
+                        Some(replay) => req = replay.request(),
+                        None => return Err(e),
+                    }
+                    e
+                }
+            };
+            if failed.is_some() {
+                return Err(error);
+            }
+            let Some(next) = group.pick(|t| t.id != target.id && passive.usable(t)) else {
+                return Err(error);
+            };
+            target.metrics.retries.inc();
+            tracing::warn!(target = %target.id, next = %next.id, %error, "retrying on the next target");
+            failed = Some(target);
+            target = next;
+        }
+    }
+
+    /// One exchange with `target`.
+    async fn attempt(
+        &self,
+        table: &RoutingTable,
+        target: &Target,
+        req: Request<RequestBody>,
+    ) -> Attempt {
+        let timeouts = &table.timeouts;
         let mut sender = match self.checkout(target, timeouts.upstream_connect()).await {
             Ok(sender) => sender,
-            Err(first) => {
-                let failed = target;
-                target = group.pick(|t| t.id != failed.id).ok_or(first)?;
-                failed.metrics.retries.inc();
-                tracing::warn!(target = %failed.id, next = %target.id, "connect failed, trying the next target");
-                self.checkout(target, timeouts.upstream_connect()).await?
-            }
+            Err(e) => return Attempt::NotSent(req, e),
         };
-        log.target = Some(target.id.clone());
-        log.target_requests = Some(target.metrics.requests.clone());
-
         let response_timeout = timeouts.upstream_response();
         let exchange = async {
             match sender.try_send_request(req).await {
@@ -251,40 +315,30 @@ impl Proxy {
                     // The pooled connection closed before the request went out: a fresh
                     // connection gets the untouched request.
                     Some(req) => {
-                        sender = self
-                            .shared
-                            .pool
-                            .connect(target.addr, timeouts.upstream_connect())
-                            .await
-                            .map_err(|source| ProxyError::Connect {
-                                target: target.id.clone(),
-                                source: source.into(),
-                            })?;
+                        sender = match self.connect(target, timeouts.upstream_connect()).await {
+                            Ok(sender) => sender,
+                            Err(e) => return Err(Attempt::NotSent(req, e)),
+                        };
                         sender
                             .send_request(req)
                             .await
-                            .map_err(|source| ProxyError::Upstream {
-                                target: target.id.clone(),
-                                source,
-                            })
+                            .map_err(|source| Attempt::upstream(target, source))
                     }
-                    None => Err(ProxyError::Upstream {
-                        target: target.id.clone(),
-                        source: e.into_error(),
-                    }),
+                    None => Err(Attempt::upstream(target, e.into_error())),
                 },
             }
         };
-        let response = tokio::time::timeout(response_timeout, exchange)
-            .await
-            .map_err(|_| {
+        match tokio::time::timeout(response_timeout, exchange).await {
+            Ok(Ok(response)) => Attempt::Done(sender, response),
+            Ok(Err(attempt)) => attempt,
+            Err(_) => {
                 target.metrics.timeouts.inc();
-                ProxyError::ResponseTimeout {
+                Attempt::Failed(ProxyError::ResponseTimeout {
                     target: target.id.clone(),
                     secs: response_timeout.as_secs_f64(),
-                }
-            })??;
-        Ok((target, sender, response))
+                })
+            }
+        }
     }
 
     async fn checkout(
@@ -295,6 +349,15 @@ impl Proxy {
         if let Some(sender) = self.shared.pool.take_idle(target.addr) {
             return Ok(sender);
         }
+        self.connect(target, connect_timeout).await
+    }
+
+    /// A new connection to `target`; a failure counts in its connect errors.
+    async fn connect(
+        &self,
+        target: &Target,
+        connect_timeout: std::time::Duration,
+    ) -> Result<Sender, ProxyError> {
         self.shared
             .pool
             .connect(target.addr, connect_timeout)
@@ -314,6 +377,34 @@ impl Proxy {
             headers::strip_hop_by_hop(&mut parts.headers);
         }
         Response::from_parts(parts, ProxyBody::upstream(body))
+    }
+}
+
+/// How one exchange with a target ended.
+enum Attempt {
+    Done(Sender, Response<Incoming>),
+    /// Nothing was sent (connect failure): any request may go elsewhere.
+    NotSent(Request<RequestBody>, ProxyError),
+    /// The connection broke before any response: only a replayable request may go elsewhere.
+    Reset(ProxyError),
+    /// Not retried (timeout, malformed response).
+    Failed(ProxyError),
+}
+
+impl Attempt {
+    /// Only a connection that broke before any response may be retried: a stalled or invalid
+    /// client body, or an invalid response, is the same wherever it is sent.
+    fn upstream(target: &Target, source: UpstreamError) -> Attempt {
+        let reset = matches!(&source, UpstreamError::Hyper(e) if replay::is_reset(e));
+        let e = ProxyError::Upstream {
+            target: target.id.clone(),
+            source,
+        };
+        if reset {
+            Attempt::Reset(e)
+        } else {
+            Attempt::Failed(e)
+        }
     }
 }
 

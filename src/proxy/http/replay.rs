@@ -1,0 +1,146 @@
+//! The request body as sent upstream, and what it takes to send a request a second time.
+//!
+//! A request whose connection is reset before any response byte may go to another target when
+//! sending it again is safe: it has no body, or its method is idempotent and its body is small
+//! enough to have been kept ([`REPLAY_LIMIT`]). Anything else streams through and is not retried
+//! once sent (a connect failure is still retried: nothing was sent).
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, Uri, Version};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+use super::ProxyError;
+
+/// Idempotent requests with a body of at most this many bytes are kept for a retry.
+pub const REPLAY_LIMIT: u64 = 64 * 1024;
+
+pin_project_lite::pin_project! {
+    /// What an upstream connection carries: the client's body streamed, or a kept copy.
+    #[project = RequestBodyProj]
+    pub enum RequestBody {
+        Streaming { #[pin] body: Incoming },
+        Buffered { data: Option<Bytes> },
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.project() {
+            RequestBodyProj::Streaming { body } => body.poll_frame(cx),
+            RequestBodyProj::Buffered { data } => Poll::Ready(
+                data.take()
+                    .filter(|d| !d.is_empty())
+                    .map(|d| Ok(Frame::data(d))),
+            ),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            RequestBody::Streaming { body } => body.is_end_stream(),
+            RequestBody::Buffered { data } => data.as_ref().is_none_or(Bytes::is_empty),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            RequestBody::Streaming { body } => body.size_hint(),
+            RequestBody::Buffered { data } => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
+        }
+    }
+}
+
+/// A copy of a request that can be sent again.
+#[derive(Debug)]
+pub struct Replay {
+    method: Method,
+    uri: Uri,
+    version: Version,
+    headers: HeaderMap,
+    body: Option<Bytes>,
+}
+
+impl Replay {
+    pub fn request(&self) -> Request<RequestBody> {
+        let mut req = Request::new(RequestBody::Buffered {
+            data: self.body.clone(),
+        });
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = self.uri.clone();
+        *req.version_mut() = self.version;
+        *req.headers_mut() = self.headers.clone();
+        req
+    }
+}
+
+/// RFC 9110 §9.2.2.
+pub fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
+}
+
+/// The request to send, and a copy to send again when that is safe. With `may_retry` false
+/// (no other target to retry on) nothing is copied or kept.
+pub async fn prepare(
+    req: Request<Incoming>,
+    may_retry: bool,
+    read_timeout: Duration,
+) -> Result<(Request<RequestBody>, Option<Replay>), ProxyError> {
+    if !may_retry {
+        let (parts, body) = req.into_parts();
+        return Ok((
+            Request::from_parts(parts, RequestBody::Streaming { body }),
+            None,
+        ));
+    }
+    let (parts, body) = req.into_parts();
+    let kept = if body.is_end_stream() {
+        None
+    } else if is_idempotent(&parts.method)
+        && body.size_hint().exact().is_some_and(|n| n <= REPLAY_LIMIT)
+    {
+        let collected = tokio::time::timeout(read_timeout, body.collect())
+            .await
+            .map_err(|_| ProxyError::BadRequest("request body not received in time"))?
+            .map_err(|_| ProxyError::BadRequest("incomplete request body"))?;
+        Some(collected.to_bytes())
+    } else {
+        return Ok((
+            Request::from_parts(parts, RequestBody::Streaming { body }),
+            None,
+        ));
+    };
+    let replay = Replay {
+        method: parts.method.clone(),
+        uri: parts.uri.clone(),
+        version: parts.version,
+        headers: parts.headers.clone(),
+        body: kept.clone(),
+    };
+    Ok((
+        Request::from_parts(parts, RequestBody::Buffered { data: kept }),
+        Some(replay),
+    ))
+}
+
+/// Whether a failed exchange ended before any response came back, by a reset or close of the
+/// connection (not a malformed response, a timeout or the client's own body failing).
+pub fn is_reset(e: &hyper::Error) -> bool {
+    !(e.is_parse() || e.is_user() || e.is_body_write_aborted() || e.is_timeout())
+}
