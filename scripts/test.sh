@@ -12,11 +12,12 @@ echo "== cargo test"
 cargo test --all-targets -- --test-threads 2
 
 VENV=.venv
-if [ ! -x "$VENV/bin/pytest" ]; then
+if [ ! -x "$VENV/bin/python" ]; then
   echo "== creating $VENV"
   python3 -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check -r tests/api/requirements.txt
 fi
+# Cheap when satisfied; keeps a reused venv in step with requirements.txt.
+"$VENV/bin/pip" install --quiet --disable-pip-version-check -r tests/api/requirements.txt
 echo "== API tests (pytest)"
 CORRAL_BIN="$PWD/target/debug/corral" "$VENV/bin/pytest" -q tests/api
 
