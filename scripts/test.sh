@@ -5,6 +5,21 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Debian packages: protoc builds the etcd client's generated code; etcd runs the replica tests
+# (tests/api/test_replicas.py skips itself when etcd cannot be had).
+missing=()
+command -v protoc >/dev/null || missing+=(protobuf-compiler)
+command -v etcd >/dev/null || missing+=(etcd-server etcd-client)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "== apt-get install ${missing[*]}"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  if ! { $SUDO apt-get update -qq &&
+         DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"; }; then
+    echo "warning: could not install ${missing[*]}" >&2
+  fi
+fi
+
 echo "== cargo build"
 cargo build
 

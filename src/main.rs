@@ -9,7 +9,7 @@ use corral::cli::{Args, Command, LogFormat};
 use corral::config::Config;
 use corral::runtime::Runtime;
 use corral::server::drain;
-use corral::store::FileStore;
+use corral::store::{normalize_prefix, Store};
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -54,12 +54,17 @@ async fn run(args: Args) -> Result<(), String> {
         None => Config::default(),
     };
 
-    let store = FileStore::open(&args.data_dir).map_err(|e| e.to_string())?;
+    let prefix = normalize_prefix(&args.store_prefix)?;
+    let store = Store::open(&args.store_spec(), &prefix)
+        .await
+        .map_err(|e| e.to_string())?;
     let auth = Auth {
         rancher: args.access_key.clone().zip(args.secret_key.clone()),
         consul_token: args.consul_token.clone(),
     };
     let api = Arc::new(Control::start(store, runtime.clone(), config, auth).await?);
+    // etcd: follow the other replicas' writes (the file store has none; this ends at once).
+    tokio::spawn(api.clone().follow());
     let (control_signal, control_watch) = drain::channel();
     tokio::spawn(corral::api::serve(control, api.clone(), control_watch));
     // Held until `run` returns: dropping it stops the metrics listener.

@@ -4,16 +4,22 @@
 //! a routing table and swapped in (binding any new ports), then persisted; only then does the
 //! copy become the state and the write get acknowledged. Any failure on the way leaves the
 //! state, the table and the listeners as they were.
+//!
+//! With a shared store (etcd) the persist is a compare-on-revision transaction: when another
+//! replica wrote first, its state is served and the closure runs again on it, so no
+//! acknowledged write is lost. Changes from other replicas arrive through `follow` and are
+//! served by `sync` — the same compile and swap, without writing back.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use tokio::sync::{watch, Mutex};
+use tokio::sync::{mpsc, watch, Mutex};
 
 use super::ApiError;
 use crate::config::Config;
 use crate::runtime::{Runtime, Source};
-use crate::store::{FileStore, State};
+use crate::store::{Commit, State, Store, Versioned};
 
 /// Credentials the control listener checks; `None` means that check is off.
 #[derive(Debug, Clone, Default)]
@@ -26,28 +32,38 @@ pub struct Auth {
 
 pub struct Control {
     state: ArcSwap<State>,
+    /// The store revision `state` was read or written at (etcd; 0 for the file store).
+    /// Changed only with `writer` held.
+    revision: AtomicI64,
     /// Serialises writers; readers never wait for it.
     writer: Mutex<()>,
     /// Bumped after each committed change; Consul blocking queries wait on it.
     version: watch::Sender<u64>,
-    store: FileStore,
+    store: Store,
     runtime: Arc<Runtime>,
     /// Load balancers and instances from `--config`, served alongside the API's.
     file_config: ArcSwap<Config>,
     pub auth: Auth,
 }
 
+/// How often `update` recomputes a change another replica raced with before giving up.
+const MAX_ATTEMPTS: usize = 16;
+
 impl Control {
     /// Loads the saved state and serves it (with `file_config`) before returning.
     pub async fn start(
-        store: FileStore,
+        store: Store,
         runtime: Arc<Runtime>,
         file_config: Config,
         auth: Auth,
     ) -> Result<Control, String> {
-        let state = store.load().map_err(|e| e.to_string())?.unwrap_or_default();
+        let loaded = store.load().await.map_err(|e| e.to_string())?;
+        let metrics = &runtime.shared().metrics.store;
+        metrics.set_backend(store.backend());
+        metrics.synced(loaded.revision);
         let control = Control {
-            state: ArcSwap::from_pointee(state),
+            state: ArcSwap::from_pointee(loaded.state),
+            revision: AtomicI64::new(loaded.revision),
             writer: Mutex::new(()),
             version: watch::channel(0).0,
             store,
@@ -78,37 +94,115 @@ impl Control {
         self.version.subscribe()
     }
 
-    /// Applies `change` to a copy of the state; see the module docs for what follows.
+    /// Applies `change` to a copy of the state; see the module docs for what follows. With a
+    /// shared store, `change` runs again on the newer state each time another replica wrote
+    /// first, so it must not consume what it captures.
     pub async fn update<T>(
         &self,
-        change: impl FnOnce(&mut State) -> Result<T, ApiError>,
+        mut change: impl FnMut(&mut State) -> Result<T, ApiError>,
     ) -> Result<T, ApiError> {
         let _writer = self.writer.lock().await;
-        let current = self.state.load_full();
-        let mut next = (*current).clone();
-        let out = change(&mut next)?;
-        if next == *current {
-            return Ok(out);
+        let mut current = self.state.load_full();
+        for _ in 0..MAX_ATTEMPTS {
+            let mut next = (*current).clone();
+            let out = change(&mut next)?;
+            if next == *current {
+                return Ok(out);
+            }
+            self.runtime
+                .apply(&self.compile(&next), Source::Api)
+                .await?;
+            let expected = self.revision.load(Ordering::Acquire);
+            match self.store.commit(&next, expected).await {
+                Ok(Commit::Done { revision }) => {
+                    self.adopt(Arc::new(next), revision);
+                    self.runtime.shared().metrics.store.synced(revision);
+                    return Ok(out);
+                }
+                Ok(Commit::Conflict(newer)) => {
+                    // Another replica wrote first: serve what it wrote, and recompute on it.
+                    tracing::debug!(expected, now = newer.revision, "write raced; recomputing");
+                    let newer_state = Arc::new(newer.state);
+                    if let Err(e) = self
+                        .runtime
+                        .apply(&self.compile(&newer_state), Source::Store)
+                        .await
+                    {
+                        tracing::error!(error = %e, "the store's newer state cannot be served here");
+                        self.restore(&current).await;
+                    }
+                    self.adopt(newer_state.clone(), newer.revision);
+                    current = newer_state;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot persist the control state; change rolled back");
+                    self.restore(&current).await;
+                    return Err(ApiError::unavailable(format!(
+                        "cannot persist the change: {e}"
+                    )));
+                }
+            }
         }
-        self.runtime
-            .apply(&self.compile(&next), Source::Api)
-            .await?;
-        if let Err(e) = self.persist(&next).await {
-            tracing::error!(error = %e, "cannot persist the control state; change rolled back");
+        Err(ApiError::unavailable(format!(
+            "the change raced with other replicas {MAX_ATTEMPTS} times; try again"
+        )))
+    }
+
+    /// Serves `state` (a change from another replica, seen by the store watch) without
+    /// writing it back; states at or before the revision already held are ignored. A state
+    /// that cannot be served here is still taken as the state (it is the shared truth), and
+    /// the table in force keeps serving until a later one builds.
+    pub async fn sync(&self, incoming: Versioned) {
+        let _writer = self.writer.lock().await;
+        if incoming.revision <= self.revision.load(Ordering::Acquire) {
+            return;
+        }
+        let state = Arc::new(incoming.state);
+        if *state != **self.state.load() {
             if let Err(e) = self
                 .runtime
-                .apply(&self.compile(&current), Source::Api)
+                .apply(&self.compile(&state), Source::Store)
                 .await
             {
-                tracing::error!(error = %e, "rollback of the routing table failed");
+                tracing::error!(
+                    error = %e,
+                    revision = incoming.revision,
+                    "state from the store cannot be served here; the previous table keeps serving"
+                );
             }
-            return Err(ApiError::unavailable(format!(
-                "cannot persist the change: {e}"
-            )));
         }
-        self.state.store(Arc::new(next));
+        self.adopt(state, incoming.revision);
+    }
+
+    /// Follows the store (etcd: other replicas' writes) until the process ends.
+    pub async fn follow(self: Arc<Self>) {
+        let (tx, mut rx) = mpsc::channel(16);
+        let applier = {
+            let control = self.clone();
+            tokio::spawn(async move {
+                while let Some(incoming) = rx.recv().await {
+                    control.sync(incoming).await;
+                }
+            })
+        };
+        self.store
+            .follow(tx, &self.runtime.shared().metrics.store)
+            .await;
+        let _ = applier.await;
+    }
+
+    /// Makes `state` the state at `revision` and wakes blocking queries (writer held).
+    fn adopt(&self, state: Arc<State>, revision: i64) {
+        self.state.store(state);
+        self.revision.store(revision, Ordering::Release);
         self.version.send_modify(|v| *v += 1);
-        Ok(out)
+    }
+
+    /// Puts back the table of `state` after a change that did not land.
+    async fn restore(&self, state: &State) {
+        if let Err(e) = self.runtime.apply(&self.compile(state), Source::Api).await {
+            tracing::error!(error = %e, "rollback of the routing table failed");
+        }
     }
 
     /// Replaces the file part of the configuration (SIGHUP) and serves it with the API state.
@@ -131,15 +225,6 @@ impl Control {
         let mut config = (*self.file_config.load_full()).clone();
         merge(&mut config, state);
         config
-    }
-
-    async fn persist(&self, state: &State) -> Result<(), String> {
-        let bytes = serde_json::to_vec_pretty(state).map_err(|e| e.to_string())?;
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.save_bytes(&bytes))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())
     }
 }
 
