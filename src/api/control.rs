@@ -12,9 +12,11 @@
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use tokio::sync::{mpsc, watch, Mutex};
+use tokio::time::Instant;
 
 use super::ApiError;
 use crate::config::Config;
@@ -46,8 +48,8 @@ pub struct Control {
     pub auth: Auth,
 }
 
-/// How often `update` recomputes a change another replica raced with before giving up.
-const MAX_ATTEMPTS: usize = 16;
+/// How long `update` keeps recomputing a change other replicas keep racing with.
+const RACE_BUDGET: Duration = Duration::from_secs(5);
 
 impl Control {
     /// Loads the saved state and serves it (with `file_config`) before returning.
@@ -103,49 +105,64 @@ impl Control {
     ) -> Result<T, ApiError> {
         let _writer = self.writer.lock().await;
         let mut current = self.state.load_full();
-        for _ in 0..MAX_ATTEMPTS {
+        // After a lost race the table in force is the change that did not land: every way
+        // out but a commit serves `current` (the newer state) again.
+        let mut serving_current = true;
+        let deadline = Instant::now() + RACE_BUDGET;
+        loop {
             let mut next = (*current).clone();
-            let out = change(&mut next)?;
-            if next == *current {
-                return Ok(out);
-            }
-            self.runtime
-                .apply(&self.compile(&next), Source::Api)
-                .await?;
-            let expected = self.revision.load(Ordering::Acquire);
-            match self.store.commit(&next, expected).await {
-                Ok(Commit::Done { revision }) => {
-                    self.adopt(Arc::new(next), revision);
-                    self.runtime.shared().metrics.store.synced(revision);
-                    return Ok(out);
-                }
-                Ok(Commit::Conflict(newer)) => {
-                    // Another replica wrote first: serve what it wrote, and recompute on it.
-                    tracing::debug!(expected, now = newer.revision, "write raced; recomputing");
-                    let newer_state = Arc::new(newer.state);
-                    if let Err(e) = self
-                        .runtime
-                        .apply(&self.compile(&newer_state), Source::Store)
-                        .await
-                    {
-                        tracing::error!(error = %e, "the store's newer state cannot be served here");
-                        self.restore(&current).await;
+            let done = match change(&mut next) {
+                Ok(out) if next == *current => Ok(out),
+                Ok(out) => match self.runtime.apply(&self.compile(&next), Source::Api).await {
+                    Ok(_) => {
+                        serving_current = false;
+                        let expected = self.revision.load(Ordering::Acquire);
+                        match self.store.commit(&next, expected).await {
+                            Ok(Commit::Done { revision }) => {
+                                self.adopt(Arc::new(next), revision);
+                                self.runtime.shared().metrics.store.synced(revision);
+                                return Ok(out);
+                            }
+                            Ok(Commit::Conflict(newer)) if Instant::now() < deadline => {
+                                // Another replica wrote first: recompute on what it wrote.
+                                tracing::debug!(
+                                    expected,
+                                    now = newer.revision,
+                                    "write raced; recomputing"
+                                );
+                                self.runtime.shared().metrics.store.write_conflict();
+                                current = Arc::new(newer.state);
+                                self.adopt(current.clone(), newer.revision);
+                                continue;
+                            }
+                            Ok(Commit::Conflict(newer)) => {
+                                current = Arc::new(newer.state);
+                                self.adopt(current.clone(), newer.revision);
+                                Err(ApiError::unavailable(format!(
+                                    "the change kept racing with other replicas for \
+                                     {RACE_BUDGET:?}; try again"
+                                )))
+                            }
+                            Err(e) => {
+                                tracing::error!(
+                                    error = %e,
+                                    "cannot persist the control state; change rolled back"
+                                );
+                                Err(ApiError::unavailable(format!(
+                                    "cannot persist the change: {e}"
+                                )))
+                            }
+                        }
                     }
-                    self.adopt(newer_state.clone(), newer.revision);
-                    current = newer_state;
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot persist the control state; change rolled back");
-                    self.restore(&current).await;
-                    return Err(ApiError::unavailable(format!(
-                        "cannot persist the change: {e}"
-                    )));
-                }
+                    Err(e) => Err(e.into()),
+                },
+                Err(e) => Err(e),
+            };
+            if !serving_current {
+                self.restore(&current).await;
             }
+            return done;
         }
-        Err(ApiError::unavailable(format!(
-            "the change raced with other replicas {MAX_ATTEMPTS} times; try again"
-        )))
     }
 
     /// Serves `state` (a change from another replica, seen by the store watch) without

@@ -12,6 +12,7 @@ pub struct StoreMetrics {
     info: IntGaugeVec,
     sync_revision: IntGauge,
     watch_reconnects: IntCounter,
+    write_conflicts: IntCounter,
     since_sync: Gauge,
     last_sync: Mutex<Option<Instant>>,
 }
@@ -38,6 +39,13 @@ impl StoreMetrics {
                 IntCounter::new(
                     "corral_store_watch_reconnects_total",
                     "Times the store watch broke and was reopened.",
+                ),
+            ),
+            write_conflicts: register(
+                r,
+                IntCounter::new(
+                    "corral_store_write_conflicts_total",
+                    "API writes recomputed because another replica wrote first.",
                 ),
             ),
             since_sync: register(
@@ -68,6 +76,10 @@ impl StoreMetrics {
         self.watch_reconnects.inc();
     }
 
+    pub fn write_conflict(&self) {
+        self.write_conflicts.inc();
+    }
+
     /// Brings the age gauge up to now (before each scrape).
     pub(super) fn refresh(&self) {
         if let Some(at) = *self.last_sync.lock() {
@@ -87,6 +99,7 @@ mod tests {
         m.store.synced(41);
         m.store.synced(7);
         m.store.watch_reconnect();
+        m.store.write_conflict();
         let text = m.render();
         assert!(
             text.contains(r#"corral_store_info{backend="etcd"} 1"#),

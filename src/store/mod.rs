@@ -122,7 +122,8 @@ pub fn normalize_prefix(prefix: &str) -> Result<String, String> {
 /// The configured backend.
 pub enum Store {
     File(FileStore),
-    Etcd(EtcdStore),
+    /// Boxed: the client is large and there is one store per process.
+    Etcd(Box<EtcdStore>),
 }
 
 impl Store {
@@ -130,9 +131,9 @@ impl Store {
     pub async fn open(spec: &StoreSpec, prefix: &str) -> Result<Store, StoreError> {
         match spec {
             StoreSpec::File(dir) => FileStore::open(dir).map(Store::File),
-            StoreSpec::Etcd(endpoints) => {
-                EtcdStore::connect(endpoints, prefix).await.map(Store::Etcd)
-            }
+            StoreSpec::Etcd(endpoints) => EtcdStore::connect(endpoints, prefix)
+                .await
+                .map(|e| Store::Etcd(Box::new(e))),
         }
     }
 

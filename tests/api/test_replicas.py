@@ -257,6 +257,9 @@ def test_concurrent_writes_on_two_replicas_lose_nothing(replicas):
     assert len(set(ids_a) | set(ids_b)) == 20, (ids_a, ids_b)
     names = {s.name for s in rancher(c).list_service(limit=1000)}
     assert {f"new-{t}-{i}" for t in "ab" for i in range(10)} <= names
+    conflicts = metric(a, "corral_store_write_conflicts_total") + metric(
+        b, "corral_store_write_conflicts_total")
+    print(f"\nconcurrent writes: {conflicts:.0f} raced and were recomputed")
 
 
 def test_etcd_down_replicas_keep_serving_and_refuse_writes(etcd, replicas, backend_factory):
