@@ -207,12 +207,18 @@ def test_concurrent_writes_on_two_replicas_lose_nothing(replicas):
     ra, rb = rancher(a), rancher(b)
     services = [ra.create_service(name=f"s{i}") for i in range(10)]
     lb = ra.create_load_balancer_service(name="lb", lbConfig={})
-    errors = []
+    errors, took = [], []
+
+    def timed(fn, *args, **kw):
+        t = time.monotonic()
+        out = fn(*args, **kw)
+        took.append(time.monotonic() - t)
+        return out
 
     def links(client, chosen):
         try:
             for s in chosen:
-                client.by_id_load_balancer_service(lb.id).addservicelink(
+                timed(client.by_id_load_balancer_service(lb.id).addservicelink,
                     serviceLink={"name": s.name, "serviceId": s.id})
         except Exception as e:  # noqa: BLE001 - reported below
             errors.append(e)
@@ -220,7 +226,7 @@ def test_concurrent_writes_on_two_replicas_lose_nothing(replicas):
     def registrations(corral, tag):
         try:
             for i in range(15):
-                assert agent(corral).agent.service.register(
+                assert timed(agent(corral).agent.service.register,
                     "conc", service_id=f"conc-{tag}-{i}", address="127.0.0.1", port=1000 + i)
         except Exception as e:  # noqa: BLE001
             errors.append(e)
@@ -228,7 +234,7 @@ def test_concurrent_writes_on_two_replicas_lose_nothing(replicas):
     def creations(client, tag, out):
         try:
             for i in range(10):
-                out.append(client.create_service(name=f"new-{tag}-{i}").id)
+                out.append(timed(client.create_service, name=f"new-{tag}-{i}").id)
         except Exception as e:  # noqa: BLE001
             errors.append(e)
 
@@ -259,7 +265,10 @@ def test_concurrent_writes_on_two_replicas_lose_nothing(replicas):
     assert {f"new-{t}-{i}" for t in "ab" for i in range(10)} <= names
     conflicts = metric(a, "corral_store_write_conflicts_total") + metric(
         b, "corral_store_write_conflicts_total")
-    print(f"\nconcurrent writes: {conflicts:.0f} raced and were recomputed")
+    took.sort()
+    print(f"\nconcurrent writes: {len(took)} acknowledged, {conflicts:.0f} raced and were "
+          f"recomputed; latency median {took[len(took) // 2] * 1000:.0f} ms, "
+          f"max {took[-1] * 1000:.0f} ms")
 
 
 def test_etcd_down_replicas_keep_serving_and_refuse_writes(etcd, replicas, backend_factory):
