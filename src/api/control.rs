@@ -250,3 +250,121 @@ fn merge(config: &mut Config, state: &State) {
     config.certificates.extend(state.rancher.certificates());
     config.services.extend(state.agent.instances());
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use super::*;
+    use crate::store::memory::MemoryStore;
+
+    async fn control(memory: &Arc<MemoryStore>) -> Control {
+        let runtime = Arc::new(Runtime::new(IpAddr::V4(Ipv4Addr::LOCALHOST), vec![]));
+        Control::start(
+            Store::Memory(memory.clone()),
+            runtime,
+            Config::default(),
+            Auth::default(),
+        )
+        .await
+        .unwrap()
+    }
+
+    fn with_next_id(n: u64) -> State {
+        let mut s = State::default();
+        s.rancher.next_id = n;
+        s
+    }
+
+    #[tokio::test]
+    async fn a_raced_write_is_recomputed_on_the_newer_state() {
+        let memory = Arc::new(MemoryStore::default());
+        let control = control(&memory).await;
+        let changes = control.subscribe();
+        // Another replica allocates ids up to 100 just before our first commit.
+        memory.inner.lock().racers.push(with_next_id(100));
+        let mut runs = 0;
+        let id = control
+            .update(|s| {
+                runs += 1;
+                Ok(s.rancher.allocate_id('s'))
+            })
+            .await
+            .unwrap();
+        assert_eq!((id.as_str(), runs), ("1s101", 2));
+        assert_eq!(control.state().rancher.next_id, 101);
+        let stored = memory.inner.lock().current.clone().unwrap();
+        assert_eq!((stored.state.rancher.next_id, stored.revision), (101, 2));
+        assert!(changes.has_changed().unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_store_outage_refuses_the_write_and_keeps_state_and_table() {
+        let memory = Arc::new(MemoryStore::default());
+        let control = control(&memory).await;
+        control
+            .update(|s| {
+                s.rancher.next_id = 1;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        let generation = control.runtime().table().generation();
+        let changes = control.subscribe();
+        memory.inner.lock().down = true;
+        let err = control
+            .update(|s| {
+                s.rancher.next_id = 5;
+                Ok(())
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.status, http::StatusCode::SERVICE_UNAVAILABLE);
+        assert!(err.message.contains("memory store down"), "{err}");
+        assert_eq!(control.state().rancher.next_id, 1);
+        assert!(!changes.has_changed().unwrap());
+        // Tried (one build) and rolled back (another): the same content serves.
+        assert_eq!(control.runtime().table().generation(), generation + 2);
+    }
+
+    #[tokio::test]
+    async fn sync_serves_newer_states_and_ignores_older_ones() {
+        let memory = Arc::new(MemoryStore::default());
+        let control = control(&memory).await;
+        let changes = control.subscribe();
+        let generation = control.runtime().table().generation();
+        control
+            .sync(Versioned {
+                state: with_next_id(3),
+                revision: 5,
+            })
+            .await;
+        assert_eq!(control.state().rancher.next_id, 3);
+        assert!(changes.has_changed().unwrap());
+        assert_eq!(control.runtime().table().generation(), generation + 1);
+        // Our own write echoed by the watch, or a late event: ignored.
+        control
+            .sync(Versioned {
+                state: with_next_id(9),
+                revision: 5,
+            })
+            .await;
+        assert_eq!(control.state().rancher.next_id, 3);
+        // A write after a sync compares on the synced revision: no conflict.
+        memory.inner.lock().current = Some(Versioned {
+            state: with_next_id(3),
+            revision: 5,
+        });
+        let mut runs = 0;
+        control
+            .update(|s| {
+                runs += 1;
+                s.rancher.next_id += 1;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        assert_eq!(runs, 1);
+        assert_eq!(memory.inner.lock().current.as_ref().unwrap().revision, 6);
+    }
+}

@@ -13,6 +13,8 @@
 
 mod etcd;
 mod file;
+#[cfg(test)]
+pub mod memory;
 
 use std::path::PathBuf;
 
@@ -124,6 +126,9 @@ pub enum Store {
     File(FileStore),
     /// Boxed: the client is large and there is one store per process.
     Etcd(Box<EtcdStore>),
+    /// Tests only: etcd's semantics in memory.
+    #[cfg(test)]
+    Memory(std::sync::Arc<memory::MemoryStore>),
 }
 
 impl Store {
@@ -142,6 +147,8 @@ impl Store {
         match self {
             Store::File(_) => "file",
             Store::Etcd(_) => "etcd",
+            #[cfg(test)]
+            Store::Memory(_) => "memory",
         }
     }
 
@@ -159,6 +166,8 @@ impl Store {
                 })
             }
             Store::Etcd(e) => e.load().await.map(|(v, _)| v),
+            #[cfg(test)]
+            Store::Memory(m) => m.load(),
         }
     }
 
@@ -178,6 +187,8 @@ impl Store {
                 Ok(Commit::Done { revision: 0 })
             }
             Store::Etcd(e) => e.commit(state, expected).await,
+            #[cfg(test)]
+            Store::Memory(m) => m.commit(state, expected),
         }
     }
 
