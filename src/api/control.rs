@@ -21,7 +21,7 @@ use tokio::time::Instant;
 use super::ApiError;
 use crate::config::Config;
 use crate::runtime::{Runtime, Source};
-use crate::store::{Commit, State, Store, Versioned};
+use crate::store::{Commit, State, Store, StoreError, Versioned};
 
 /// Credentials the control listener checks; `None` means that check is off.
 #[derive(Debug, Clone, Default)]
@@ -105,64 +105,59 @@ impl Control {
     ) -> Result<T, ApiError> {
         let _writer = self.writer.lock().await;
         let mut current = self.state.load_full();
-        // After a lost race the table in force is the change that did not land: every way
-        // out but a commit serves `current` (the newer state) again.
-        let mut serving_current = true;
+        // Once a change has been served and did not land, every way out but a commit serves
+        // `current` (by then the newer state) again.
+        let mut served = false;
         let deadline = Instant::now() + RACE_BUDGET;
-        loop {
+        let result = loop {
             let mut next = (*current).clone();
-            let done = match change(&mut next) {
-                Ok(out) if next == *current => Ok(out),
-                Ok(out) => match self.runtime.apply(&self.compile(&next), Source::Api).await {
-                    Ok(_) => {
-                        serving_current = false;
-                        let expected = self.revision.load(Ordering::Acquire);
-                        match self.store.commit(&next, expected).await {
-                            Ok(Commit::Done { revision }) => {
-                                self.adopt(Arc::new(next), revision);
-                                self.runtime.shared().metrics.store.synced(revision);
-                                return Ok(out);
-                            }
-                            Ok(Commit::Conflict(newer)) if Instant::now() < deadline => {
-                                // Another replica wrote first: recompute on what it wrote.
-                                tracing::debug!(
-                                    expected,
-                                    now = newer.revision,
-                                    "write raced; recomputing"
-                                );
-                                self.runtime.shared().metrics.store.write_conflict();
-                                current = Arc::new(newer.state);
-                                self.adopt(current.clone(), newer.revision);
-                                continue;
-                            }
-                            Ok(Commit::Conflict(newer)) => {
-                                current = Arc::new(newer.state);
-                                self.adopt(current.clone(), newer.revision);
-                                Err(ApiError::unavailable(format!(
-                                    "the change kept racing with other replicas for \
-                                     {RACE_BUDGET:?}; try again"
-                                )))
-                            }
-                            Err(e) => {
-                                tracing::error!(
-                                    error = %e,
-                                    "cannot persist the control state; change rolled back"
-                                );
-                                Err(ApiError::unavailable(format!(
-                                    "cannot persist the change: {e}"
-                                )))
-                            }
-                        }
-                    }
-                    Err(e) => Err(e.into()),
-                },
-                Err(e) => Err(e),
+            let out = match change(&mut next) {
+                Ok(out) if next == *current => break Ok(out),
+                Ok(out) => out,
+                Err(e) => break Err(e),
             };
-            if !serving_current {
-                self.restore(&current).await;
+            match self.write(&next, &mut served).await {
+                Ok(Commit::Done { revision }) => {
+                    self.adopt(Arc::new(next), revision);
+                    self.runtime.shared().metrics.store.synced(revision);
+                    return Ok(out);
+                }
+                Ok(Commit::Conflict(newer)) => {
+                    // Another replica wrote first: take what it wrote, recompute on it.
+                    self.runtime.shared().metrics.store.write_conflict();
+                    tracing::debug!(now = newer.revision, "write raced; recomputing");
+                    current = Arc::new(newer.state);
+                    self.adopt(current.clone(), newer.revision);
+                    if Instant::now() >= deadline {
+                        break Err(ApiError::unavailable(format!(
+                            "the change kept racing with other replicas for {RACE_BUDGET:?}; \
+                             try again"
+                        )));
+                    }
+                }
+                Err(e) => break Err(e),
             }
-            return done;
+        };
+        if served {
+            self.restore(&current).await;
         }
+        result
+    }
+
+    /// Serves `next` and commits it at the revision held. `served` becomes true once the
+    /// table serves `next`.
+    async fn write(&self, next: &State, served: &mut bool) -> Result<Commit, ApiError> {
+        let unavailable =
+            |e: StoreError| ApiError::unavailable(format!("cannot persist the change: {e}"));
+        // etcd known to be away: refuse before serving the change at all.
+        self.store.writable().map_err(unavailable)?;
+        self.runtime.apply(&self.compile(next), Source::Api).await?;
+        *served = true;
+        let expected = self.revision.load(Ordering::Acquire);
+        self.store.commit(next, expected).await.map_err(|e| {
+            tracing::error!(error = %e, "cannot persist the control state; change rolled back");
+            unavailable(e)
+        })
     }
 
     /// Serves `state` (a change from another replica, seen by the store watch) without

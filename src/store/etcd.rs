@@ -7,6 +7,7 @@
 //! at, with a doubling back-off. Nothing here ever hands out an empty state because a call
 //! failed: failures are errors, and the caller keeps what it serves.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use etcd_client::{
@@ -29,6 +30,9 @@ const STALE_AFTER: Duration = Duration::from_secs(4);
 
 pub struct EtcdStore {
     client: Client,
+    /// False from the moment the watch breaks until it is open again: writes are refused at
+    /// once instead of being tried (and served) while etcd is known to be away.
+    following: AtomicBool,
     prefix: String,
     key: String,
 }
@@ -58,6 +62,7 @@ impl EtcdStore {
         let client = call("connect", Client::connect(endpoints, Some(options))).await?;
         Ok(EtcdStore {
             client,
+            following: AtomicBool::new(true),
             prefix: prefix.to_string(),
             key: state_key(prefix),
         })
@@ -89,6 +94,17 @@ impl EtcdStore {
         let resp = call("read", kv.get(self.key.clone(), None)).await?;
         let at = resp.header().map_or(0, |h| h.revision());
         Ok((self.versioned(resp.kvs().first())?, at))
+    }
+
+    /// Refuses at once while the watch is broken (etcd known to be unreachable).
+    pub fn writable(&self) -> Result<(), StoreError> {
+        if self.following.load(Ordering::Acquire) {
+            Ok(())
+        } else {
+            Err(StoreError::Unavailable(
+                "unreachable; the watch is reconnecting".into(),
+            ))
+        }
     }
 
     pub async fn commit(&self, state: &State, expected: i64) -> Result<Commit, StoreError> {
@@ -137,11 +153,14 @@ impl EtcdStore {
             first = false;
             match self.watch_once(&changes, metrics, &mut backoff).await {
                 Ok(()) => return,
-                Err(e) => tracing::warn!(
+                Err(e) => {
+                    self.following.store(false, Ordering::Release);
+                    tracing::warn!(
                     error = %e,
                     retry_in = ?backoff,
                     "etcd watch broken; serving the last good table"
-                ),
+                    );
+                }
             }
         }
     }
@@ -176,6 +195,7 @@ impl EtcdStore {
                     heard = Instant::now();
                     if resp.created() {
                         *backoff = BACKOFF_MIN;
+                        self.following.store(true, Ordering::Release);
                     }
                     if resp.canceled() {
                         return Err(StoreError::Unavailable(format!(

@@ -171,6 +171,14 @@ impl Store {
         }
     }
 
+    /// Whether a write can be tried now (etcd: not while the watch knows etcd is away).
+    pub fn writable(&self) -> Result<(), StoreError> {
+        match self {
+            Store::Etcd(e) => e.writable(),
+            _ => Ok(()),
+        }
+    }
+
     /// Writes `state` if the store still holds revision `expected` (the file backend has one
     /// writer, this process, so it always writes).
     pub async fn commit(&self, state: &State, expected: i64) -> Result<Commit, StoreError> {
