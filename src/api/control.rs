@@ -6,7 +6,7 @@
 //! state, the table and the listeners as they were.
 //!
 //! With a shared store (etcd) the persist is a compare-on-revision transaction: when another
-//! replica wrote first, its state is served and the closure runs again on it, so no
+//! replica wrote first, its state is taken and the closure runs again on it, so no
 //! acknowledged write is lost. Changes from other replicas arrive through `follow` and are
 //! served by `sync` — the same compile and swap, without writing back.
 
