@@ -9,7 +9,7 @@ use corral::cli::{Args, Command, LogFormat};
 use corral::config::Config;
 use corral::runtime::Runtime;
 use corral::server::drain;
-use corral::store::{normalize_prefix, Store};
+use corral::store::Store;
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -54,8 +54,7 @@ async fn run(args: Args) -> Result<(), String> {
         None => Config::default(),
     };
 
-    let prefix = normalize_prefix(&args.store_prefix)?;
-    let store = Store::open(&args.store_spec(), &prefix)
+    let store = Store::open(&args.store_spec(), &args.store_prefix)
         .await
         .map_err(|e| e.to_string())?;
     let auth = Auth {

@@ -44,6 +44,9 @@ pub enum StoreError {
     },
     #[error("store {path} is not a valid state document: {message}")]
     Corrupt { path: String, message: String },
+    /// A store flag that cannot work (`--store-prefix ""`).
+    #[error("{0}")]
+    Invalid(String),
     /// etcd did not answer (down, no leader, timed out): retryable.
     #[error("etcd store unavailable: {0}")]
     Unavailable(String),
@@ -132,13 +135,17 @@ pub enum Store {
 }
 
 impl Store {
-    /// Opens the backend `spec` names (etcd: connects lazily; `load` is the first round trip).
+    /// Opens the backend `spec` names (etcd: under `prefix`, which gets a trailing `/`;
+    /// connects lazily, `load` is the first round trip).
     pub async fn open(spec: &StoreSpec, prefix: &str) -> Result<Store, StoreError> {
         match spec {
             StoreSpec::File(dir) => FileStore::open(dir).map(Store::File),
-            StoreSpec::Etcd(endpoints) => EtcdStore::connect(endpoints, prefix)
-                .await
-                .map(|e| Store::Etcd(Box::new(e))),
+            StoreSpec::Etcd(endpoints) => {
+                let prefix = normalize_prefix(prefix).map_err(StoreError::Invalid)?;
+                EtcdStore::connect(endpoints, &prefix)
+                    .await
+                    .map(|e| Store::Etcd(Box::new(e)))
+            }
         }
     }
 
