@@ -5,8 +5,8 @@
 FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked --bin corral \
- && apt-get update && apt-get install -y --no-install-recommends libcap2-bin \
+RUN apt-get update && apt-get install -y --no-install-recommends libcap2-bin protobuf-compiler \
+ && cargo build --release --locked --features etcd --bin corral \
  && setcap cap_net_bind_service=+ep target/release/corral
 
 FROM debian:bookworm-slim

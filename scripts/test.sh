@@ -5,11 +5,31 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-echo "== cargo build"
-cargo build
+# Debian packages: protoc builds the etcd client's generated code; etcd runs the replica tests
+# (tests/api/test_replicas.py skips itself when etcd cannot be had).
+missing=()
+command -v protoc >/dev/null || missing+=(protobuf-compiler)
+command -v etcd >/dev/null || missing+=(etcd-server etcd-client)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "== apt-get install ${missing[*]}"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  if ! { $SUDO apt-get update -qq &&
+         DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"; }; then
+    echo "warning: could not install ${missing[*]}" >&2
+  fi
+fi
+
+# Every feature, so the etcd backend is built and tested too (without protoc, the default
+# features: the replica tests then skip themselves).
+FEATURES=()
+command -v protoc >/dev/null && FEATURES=(--features etcd)
+
+echo "== cargo build ${FEATURES[*]}"
+cargo build "${FEATURES[@]}"
 
 echo "== cargo test"
-cargo test --all-targets -- --test-threads 2
+cargo test "${FEATURES[@]}" --all-targets -- --test-threads 2
 
 VENV=.venv
 if [ ! -x "$VENV/bin/python" ]; then
@@ -19,7 +39,7 @@ fi
 # Cheap when satisfied; keeps a reused venv in step with requirements.txt.
 "$VENV/bin/pip" install --quiet --disable-pip-version-check -r tests/api/requirements.txt
 echo "== API tests (pytest)"
-CORRAL_BIN="$PWD/target/debug/corral" "$VENV/bin/pytest" -q tests/api
+CORRAL_FEATURES="${FEATURES[1]:-}" CORRAL_BIN="$PWD/target/debug/corral" "$VENV/bin/pytest" -q tests/api
 
 # The status page in a real browser: Debian's chromium driven by playwright-core from npm.
 # Installs both when missing (idempotent); skipped, with the reason, when they cannot be had.

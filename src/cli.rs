@@ -5,11 +5,15 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::store::StoreSpec;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "corral",
     version,
-    about = "A load balancer driven by the Rancher v1 and Consul agent APIs"
+    about = "A load balancer driven by the Rancher v1 and Consul agent APIs",
+    // A flag given twice takes its last value (wrappers can append to a base command line).
+    args_override_self = true
 )]
 pub struct Args {
     /// JSON configuration file (see config/corral.json); re-read on SIGHUP.
@@ -28,9 +32,20 @@ pub struct Args {
     #[arg(long, env = "CORRAL_LISTEN_IP", default_value = "0.0.0.0")]
     pub listen_ip: IpAddr,
 
-    /// Directory of the control state (`state.json`, mode 0600: it holds private keys).
+    /// Directory of the control state (`state.json`, mode 0600: it holds private keys);
+    /// short for `--store file:DIR`.
     #[arg(long, env = "CORRAL_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
+
+    /// Where the control state lives: `file:DIR` (default: `file:` + --data-dir) or
+    /// `etcd:http://HOST:PORT[,http://HOST:PORT…]` to share it between replicas. Wins over
+    /// --data-dir.
+    #[arg(long, env = "CORRAL_STORE")]
+    pub store: Option<StoreSpec>,
+
+    /// Key prefix of the state in etcd (several corral clusters can share one etcd).
+    #[arg(long, env = "CORRAL_STORE_PREFIX", default_value = "/corral/")]
+    pub store_prefix: String,
 
     /// Rancher API access key; with --secret-key, HTTP Basic is required on /v1.
     #[arg(long, env = "CORRAL_ACCESS_KEY", hide_env_values = true)]
@@ -64,6 +79,15 @@ pub struct Args {
     pub command: Option<Command>,
 }
 
+impl Args {
+    /// The store to use: `--store`, else `file:` + `--data-dir`.
+    pub fn store_spec(&self) -> StoreSpec {
+        self.store
+            .clone()
+            .unwrap_or_else(|| StoreSpec::File(self.data_dir.clone()))
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Plain,
@@ -74,4 +98,44 @@ pub enum LogFormat {
 pub enum Command {
     /// Validate a configuration file and exit: 0 if it would be served, 1 with the error if not.
     Check,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_flags() {
+        let args = Args::parse_from(["corral"]);
+        assert_eq!(args.store_spec(), StoreSpec::File("./data".into()));
+        assert_eq!(args.store_prefix, "/corral/");
+        let args = Args::parse_from(["corral", "--data-dir", "/d"]);
+        assert_eq!(args.store_spec(), StoreSpec::File("/d".into()));
+        let args = Args::parse_from([
+            "corral",
+            "--data-dir",
+            "/d",
+            "--store",
+            "etcd:http://127.0.0.1:2379,http://127.0.0.1:2381",
+            "--store-prefix",
+            "/t/",
+        ]);
+        assert_eq!(
+            args.store_spec(),
+            StoreSpec::Etcd(vec![
+                "http://127.0.0.1:2379".into(),
+                "http://127.0.0.1:2381".into()
+            ])
+        );
+        assert!(Args::try_parse_from(["corral", "--store", "zk:x"]).is_err());
+        // The last of a repeated flag wins.
+        let args = Args::parse_from([
+            "corral",
+            "--listen-ip",
+            "127.0.0.1",
+            "--listen-ip",
+            "127.0.0.2",
+        ]);
+        assert_eq!(args.listen_ip, "127.0.0.2".parse::<IpAddr>().unwrap());
+    }
 }

@@ -10,7 +10,7 @@ use corral::cli::{Args, Command, LogFormat};
 use corral::config::Config;
 use corral::runtime::Runtime;
 use corral::server::drain;
-use corral::store::FileStore;
+use corral::store::Store;
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -55,7 +55,9 @@ async fn run(args: Args) -> Result<(), String> {
         None => Config::default(),
     };
 
-    let store = FileStore::open(&args.data_dir).map_err(|e| e.to_string())?;
+    let store = Store::open(&args.store_spec(), &args.store_prefix)
+        .await
+        .map_err(|e| e.to_string())?;
     let auth = Auth {
         rancher: args.access_key.clone().zip(args.secret_key.clone()),
         consul_token: args.consul_token.clone(),
@@ -67,6 +69,8 @@ async fn run(args: Args) -> Result<(), String> {
             .with_dns_refresh(std::time::Duration::from_secs(args.dns_refresh_secs)),
     );
     corral::health::spawn(api.clone());
+    // etcd: follow the other replicas' writes (the file store has none; this ends at once).
+    tokio::spawn(api.clone().follow());
     let (control_signal, control_watch) = drain::channel();
     tokio::spawn(api.clone().run_resolver(control_watch.clone()));
     tokio::spawn(corral::api::serve(control, api.clone(), control_watch));

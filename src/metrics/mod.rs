@@ -6,6 +6,7 @@
 //! of listeners and targets that are gone.
 
 mod io;
+mod store;
 
 use std::collections::HashSet;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -18,6 +19,7 @@ use prometheus::{
 };
 
 pub use io::{counting, CountingIo};
+pub use store::StoreMetrics;
 
 /// 0.5 ms to 10 s.
 const DURATION_BUCKETS: [f64; 14] = [
@@ -56,6 +58,7 @@ pub struct Metrics {
     config_last_success: Gauge,
     pub certificate_not_after: GaugeVec,
     control_requests: IntCounterVec,
+    pub store: StoreMetrics,
     /// Label sets currently exported, so a swap can remove what is gone.
     live: Mutex<LiveSeries>,
 }
@@ -270,6 +273,7 @@ impl Metrics {
                 "Control API requests.",
                 &["api", "method", "code_class"],
             ),
+            store: StoreMetrics::new(&r),
             registry: r,
             live: Mutex::new(LiveSeries::default()),
         };
@@ -442,6 +446,7 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
+        self.store.refresh();
         let mut out = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         String::from_utf8(out).unwrap_or_default()

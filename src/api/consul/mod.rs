@@ -339,7 +339,7 @@ async fn register(control: &Control, req: &ApiRequest) -> Reply {
     let id = reg.service.id.clone();
     let result = control
         .update(|state| {
-            writes::register(&mut state.agent, reg, replace);
+            writes::register(&mut state.agent, reg.clone(), replace);
             Ok(())
         })
         .await;
