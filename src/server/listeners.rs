@@ -66,10 +66,6 @@ impl ListenerSet {
         }
     }
 
-    pub fn ports(&self) -> impl Iterator<Item = u16> + '_ {
-        self.bound.keys().map(|(port, _)| *port)
-    }
-
     /// Binds every listener of `table` not bound yet. On failure nothing new stays bound.
     pub fn bind_missing(
         &mut self,
