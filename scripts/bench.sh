@@ -45,7 +45,8 @@ fi
 cargo build --release --bin corral
 BIN="${CARGO_TARGET_DIR:-target}/release/corral"
 
-# 10,000 idle connections need the descriptors.
+# 9,000 idle connections need the descriptors (the hard limit here is 20,000, which caps
+# HAProxy at maxconn 9,800: it reserves two descriptors per connection).
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 exec "$VENV/bin/python" scripts/bench/bench.py --corral "$BIN" "$@"
