@@ -563,8 +563,11 @@ def run_idle(sc, proxy):
 
 def measure(system, name, sc, seconds, args, work):
     opts = {"log": sc.get("log", False)}
-    proxy = {"corral": lambda: Corral(work, opts, args.corral), "haproxy": lambda: HAProxy(work, opts),
-             "nginx": lambda: Nginx(work, opts)}[system]()
+    if system in args.extra:
+        proxy = Corral(work, opts, args.extra[system])
+    else:
+        proxy = {"corral": lambda: Corral(work, opts, args.corral), "haproxy": lambda: HAProxy(work, opts),
+                 "nginx": lambda: Nginx(work, opts)}[system]()
     proxy.start()
     try:
         if sc["tool"] == "idle":
@@ -700,7 +703,7 @@ def chart(summary, path, meta):
     import matplotlib.pyplot as plt
 
     scen = [s for s in summary if SCENARIOS[s]["tool"] != "idle" and "haproxy" in summary[s]]
-    others = [s for s in ("nginx", "corral") if any(s in summary[x] for x in scen)]
+    others = [s for s in list(summary[scen[0]]) if s != "haproxy"] if scen else []
     fig, axes = plt.subplots(2, 1, figsize=(12, 7.5), sharex=True)
     width = 0.8 / max(1, len(others))
     colors = {"nginx": "#4c9a2a", "corral": "#c8553d"}
@@ -709,7 +712,7 @@ def chart(summary, path, meta):
         for j, sy in enumerate(others):
             xs = [i + (j - (len(others) - 1) / 2) * width for i in range(len(scen))]
             ys = [(summary[s].get(sy) or {}).get(key) or 0 for s in scen]
-            bars = ax.bar(xs, ys, width, label=sy, color=colors.get(sy))
+            bars = ax.bar(xs, ys, width, label=sy, color=colors.get(sy, "#888888"))
             for b, y in zip(bars, ys):
                 if y:
                     ax.text(b.get_x() + b.get_width() / 2, y, f"{y:.2f}", ha="center", va="bottom", fontsize=7)
@@ -737,6 +740,13 @@ def main():
         if s not in SCENARIOS:
             sys.exit(f"unknown scenario {s}; known: {', '.join(SCENARIOS)}")
     args.corral = str(Path(args.corral).resolve())
+    # Other corral builds to compare, as systems of their own: BENCH_EXTRA=base=target/corral-baseline
+    args.extra = {}
+    for item in filter(None, os.environ.get("BENCH_EXTRA", "").split(",")):
+        name, path = item.split("=", 1)
+        args.extra[name] = str(Path(path).resolve())
+        if name not in systems:
+            systems.append(name)
 
     if os.environ.get("BENCH_NO_WAIT"):
         la, quiet = loadavg(), loadavg() <= 1.5
