@@ -717,8 +717,10 @@ def chart(summary, path, meta):
                 if y:
                     ax.text(b.get_x() + b.get_width() / 2, y, f"{y:.2f}", ha="center", va="bottom", fontsize=7)
         ax.axhline(1.0, color="#333", linewidth=1, linestyle="--")
+        top = max([(summary[s].get(sy) or {}).get(key) or 0 for s in scen for sy in others] + [1.0])
+        ax.set_ylim(0, top * 1.18)
         ax.set_title(title, fontsize=10)
-        ax.legend(fontsize=8, loc="upper right")
+        ax.legend(fontsize=8, loc="upper left", ncols=len(others))
     axes[1].set_xticks(range(len(scen)))
     axes[1].set_xticklabels(scen, rotation=30, ha="right", fontsize=8)
     note = "" if meta["quiet"] else " (taken under load)"
