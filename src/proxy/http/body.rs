@@ -8,6 +8,8 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use super::upstream::Checkin;
+
 pin_project_lite::pin_project! {
     #[project = KindProj]
     enum Kind {
@@ -21,14 +23,19 @@ pin_project_lite::pin_project! {
         #[pin]
         kind: Kind,
         log: Option<super::log::AccessLog>,
+        // The target connection the body comes from, handed back to the pool as soon as the
+        // body has been read to its end (declared after `kind`: dropped after the body).
+        checkin: Option<Checkin>,
     }
 }
 
 impl ProxyBody {
-    pub fn upstream(body: Incoming) -> ProxyBody {
+    /// The target's response body; `checkin` goes back to the pool once it is fully read.
+    pub fn upstream(body: Incoming, checkin: Option<Checkin>) -> ProxyBody {
         ProxyBody {
             kind: Kind::Upstream { body },
             log: None,
+            checkin,
         }
     }
 
@@ -38,6 +45,7 @@ impl ProxyBody {
                 data: Some(data.into()),
             },
             log: None,
+            checkin: None,
         }
     }
 
@@ -45,6 +53,7 @@ impl ProxyBody {
         ProxyBody {
             kind: Kind::Local { data: None },
             log: None,
+            checkin: None,
         }
     }
 
@@ -65,7 +74,18 @@ impl Body for ProxyBody {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.project();
         let res = match this.kind.project() {
-            KindProj::Upstream { body } => body.poll_frame(cx),
+            KindProj::Upstream { mut body } => {
+                let res = body.as_mut().poll_frame(cx);
+                // Read to its end (or broken): the connection can go back (or be closed) now,
+                // before the last bytes are written to the client.
+                if this.checkin.is_some()
+                    && (res.is_ready() && !matches!(res, Poll::Ready(Some(Ok(_))))
+                        || body.is_end_stream())
+                {
+                    drop(this.checkin.take());
+                }
+                res
+            }
             KindProj::Local { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
         };
         if let (Poll::Ready(Some(Ok(frame))), Some(log)) = (&res, this.log.as_mut()) {

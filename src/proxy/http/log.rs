@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::{Method, StatusCode};
+use http::{Method, StatusCode, Uri};
 use prometheus::IntCounter;
 
 use crate::metrics::code_class;
@@ -20,7 +20,8 @@ pub struct AccessLog {
     pub table: Arc<RoutingTable>,
     pub method: Method,
     pub host: String,
-    pub path: String,
+    /// The request target as received (shares hyper's buffer: cloning it copies nothing).
+    pub uri: Uri,
     pub status: StatusCode,
     pub rule: Option<Arc<str>>,
     pub group: Option<GroupId>,
@@ -59,7 +60,7 @@ impl Drop for AccessLog {
             listener,
             method = %self.method,
             host = %self.host,
-            path = %self.path,
+            path = %self.uri.path(),
             status = self.status.as_u16(),
             rule = self.rule.as_deref().unwrap_or("-"),
             target = self.target.as_deref().unwrap_or("-"),

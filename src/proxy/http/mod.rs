@@ -66,7 +66,7 @@ pub async fn serve_connection<IO>(
         shared,
         client,
         port,
-        scheme,
+        forwarded: headers::Forwarded::new(client.ip(), scheme, port),
     });
     let service = service_fn(move |req| {
         let proxy = proxy.clone();
@@ -91,7 +91,8 @@ struct Proxy {
     shared: Arc<Shared>,
     client: SocketAddr,
     port: u16,
-    scheme: &'static str,
+    /// `X-Forwarded-*` for this connection's requests, formatted once.
+    forwarded: headers::Forwarded,
 }
 
 impl Proxy {
@@ -104,8 +105,8 @@ impl Proxy {
             port: self.port,
             table: table.clone(),
             method: req.method().clone(),
-            host: host.clone().unwrap_or_default(),
-            path: req.uri().path().to_string(),
+            host: String::new(),
+            uri: req.uri().clone(),
             status: StatusCode::OK,
             rule: None,
             group: None,
@@ -114,7 +115,9 @@ impl Proxy {
             bytes_out: 0,
             aborted: false,
         };
-        let response = match self.proxy(&table, host.as_deref(), req, &mut log).await {
+        let result = self.proxy(&table, host.as_deref(), req, &mut log).await;
+        log.host = host.unwrap_or_default();
+        let response = match result {
             Ok(response) => response,
             Err(e) => {
                 tracing::warn!(
@@ -177,10 +180,10 @@ impl Proxy {
                 hyper::upgrade::on(&mut response),
                 target.id.clone(),
             );
-        } else {
-            self.shared.pool.recycle(target.addr, sender);
+            return Ok(Self::downstream_response(response, None));
         }
-        Ok(Self::downstream_response(response))
+        let checkin = self.shared.pool.checkin(target.addr, sender);
+        Ok(Self::downstream_response(response, Some(checkin)))
     }
 
     fn route<'t>(
@@ -221,7 +224,7 @@ impl Proxy {
                 .headers
                 .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         }
-        headers::add_forwarded(&mut parts.headers, self.client.ip(), self.scheme, self.port);
+        self.forwarded.apply(&mut parts.headers);
         let origin_form = parts
             .uri
             .path_and_query()
@@ -371,12 +374,15 @@ impl Proxy {
             })
     }
 
-    fn downstream_response(response: Response<Incoming>) -> Response<ProxyBody> {
+    fn downstream_response(
+        response: Response<Incoming>,
+        checkin: Option<upstream::Checkin>,
+    ) -> Response<ProxyBody> {
         let (mut parts, body) = response.into_parts();
         if parts.status != StatusCode::SWITCHING_PROTOCOLS {
             headers::strip_hop_by_hop(&mut parts.headers);
         }
-        Response::from_parts(parts, ProxyBody::upstream(body))
+        Response::from_parts(parts, ProxyBody::upstream(body, checkin))
     }
 }
 

@@ -59,30 +59,35 @@ impl Timer for HeadTimer {
             clock: self.clock.clone(),
             head: self.head,
             switched: false,
-            sleep: Box::pin(tokio::time::sleep_until(armed + self.idle)),
+            sleep: tokio::time::sleep_until(armed + self.idle),
         })
     }
 }
 
-struct HeadSleep {
-    clock: Arc<HeadClock>,
-    head: Duration,
-    switched: bool,
-    sleep: Pin<Box<tokio::time::Sleep>>,
+pin_project_lite::pin_project! {
+    // The tokio sleep lives inline: one allocation per armed timer (hyper's box), not two.
+    struct HeadSleep {
+        clock: Arc<HeadClock>,
+        head: Duration,
+        switched: bool,
+        #[pin]
+        sleep: tokio::time::Sleep,
+    }
 }
 
 impl Future for HeadSleep {
     type Output = ();
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if !self.switched {
-            let first_byte = *self.clock.first_byte.lock();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut this = self.project();
+        if !*this.switched {
+            let first_byte = *this.clock.first_byte.lock();
             if let Some(first) = first_byte {
-                let deadline = tokio::time::Instant::from_std(first) + self.head;
-                self.switched = true;
-                self.sleep.as_mut().reset(deadline);
+                let deadline = tokio::time::Instant::from_std(first) + *this.head;
+                *this.switched = true;
+                this.sleep.as_mut().reset(deadline);
             }
         }
-        self.sleep.as_mut().poll(cx)
+        this.sleep.poll(cx)
     }
 }
 

@@ -291,8 +291,27 @@ impl Pool {
         Ok(Sender { inner })
     }
 
+    /// Lends `sender` out for one exchange: the [`Checkin`] gives it back when dropped, which
+    /// the response body does as soon as the target's response has been read to its end.
+    pub fn checkin(&self, addr: SocketAddr, sender: Sender) -> Checkin {
+        Checkin {
+            pool: self.clone(),
+            addr,
+            sender: Some(sender),
+        }
+    }
+
     /// Gives `sender` back once it can carry another request; drops it if it never can.
+    /// A connection that is ready now (its response read to the end) goes straight back;
+    /// only one still busy needs a task to wait for it.
     pub fn recycle(&self, addr: SocketAddr, mut sender: Sender) {
+        if sender.is_ready() {
+            self.put(addr, sender);
+            return;
+        }
+        if sender.is_closed() {
+            return;
+        }
         let pool = self.clone();
         tokio::spawn(async move {
             if sender.ready().await.is_ok() {
@@ -307,6 +326,22 @@ impl Pool {
         stack.retain(|s| !s.is_closed());
         if stack.len() < self.inner.max_idle_per_target {
             stack.push(sender);
+        }
+    }
+}
+
+/// A pooled connection out on one exchange; dropping it hands the connection back through
+/// [`Pool::recycle`] (or closes it, if it can never take another request).
+pub struct Checkin {
+    pool: Pool,
+    addr: SocketAddr,
+    sender: Option<Sender>,
+}
+
+impl Drop for Checkin {
+    fn drop(&mut self) {
+        if let Some(sender) = self.sender.take() {
+            self.pool.recycle(self.addr, sender);
         }
     }
 }
