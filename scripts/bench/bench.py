@@ -742,6 +742,8 @@ def main():
         if s not in SCENARIOS:
             sys.exit(f"unknown scenario {s}; known: {', '.join(SCENARIOS)}")
     args.corral = str(Path(args.corral).resolve())
+    # The driver (its /proc reads, the reloader thread) stays off the proxy's core.
+    os.sched_setaffinity(0, {int(LOAD_CPU)})
     # Other corral builds to compare, as systems of their own: BENCH_EXTRA=base=target/corral-baseline
     args.extra = {}
     for item in filter(None, os.environ.get("BENCH_EXTRA", "").split(",")):
