@@ -136,7 +136,8 @@ fn check(args: &Args) -> ExitCode {
             metrics: &metrics,
             tls: &corral::tls::TlsContext::new(),
         };
-        corral::routing::build(&c, &ctx).map_err(|e| e.to_string())
+        // Load errors name the file already; build errors do not.
+        corral::routing::build(&c, &ctx).map_err(|e| format!("{}: {e}", path.display()))
     });
     match result {
         Ok(table) => {
@@ -148,7 +149,7 @@ fn check(args: &Args) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("{}: {e}", path.display());
+            eprintln!("{e}");
             ExitCode::FAILURE
         }
     }
