@@ -189,7 +189,7 @@ impl Control {
         let unavailable =
             |e: StoreError| ApiError::unavailable(format!("cannot persist the change: {e}"));
         // etcd known to be away: refuse before serving the change at all.
-        self.store.writable().map_err(unavailable)?;
+        self.store.writable().await.map_err(unavailable)?;
         self.resolve_missing(next).await;
         self.runtime.apply(&self.compile(next), Source::Api).await?;
         *served = true;

@@ -22,6 +22,8 @@ use crate::metrics::StoreMetrics;
 /// Longest wait for one etcd call; an API write during an outage answers 503 after this.
 const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
+/// One try of the reachability probe of a write while the watch is broken.
+const PROBE: Duration = Duration::from_millis(300);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// How often the watch asks etcd how far it is (this also proves the stream is alive).
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
@@ -96,15 +98,21 @@ impl EtcdStore {
         Ok((self.versioned(resp.kvs().first())?, at))
     }
 
-    /// Refuses at once while the watch is broken (etcd known to be unreachable).
-    pub fn writable(&self) -> Result<(), StoreError> {
+    /// Refuses, before the change is served, while etcd is unreachable. A broken watch alone
+    /// does not say so: only the member it ran through may be gone while quorum holds, so a
+    /// read that reaches any member lets the write go ahead.
+    pub async fn writable(&self) -> Result<(), StoreError> {
         if self.following.load(Ordering::Acquire) {
-            Ok(())
-        } else {
-            Err(StoreError::Unavailable(
-                "unreachable; the watch is reconnecting".into(),
-            ))
+            return Ok(());
         }
+        for _ in 0..3 {
+            if let Ok(Ok(_)) = tokio::time::timeout(PROBE, self.load()).await {
+                return Ok(());
+            }
+        }
+        Err(StoreError::Unavailable(
+            "unreachable; the watch is reconnecting".into(),
+        ))
     }
 
     pub async fn commit(&self, state: &State, expected: i64) -> Result<Commit, StoreError> {
@@ -151,14 +159,25 @@ impl EtcdStore {
                 backoff = (backoff * 2).min(BACKOFF_MAX);
             }
             first = false;
-            match self.watch_once(&changes, metrics, &mut backoff).await {
+            let mut established = false;
+            match self
+                .watch_once(&changes, metrics, &mut backoff, &mut established)
+                .await
+            {
                 Ok(()) => return,
+                // A working watch that broke (its member went away) is re-established at once
+                // through the other endpoints, and writes stay allowed meanwhile: quorum may
+                // well hold. Only a watch that cannot be established means etcd is unreachable.
+                Err(e) if established => {
+                    first = true;
+                    tracing::warn!(error = %e, "etcd watch broken; re-establishing");
+                }
                 Err(e) => {
                     self.following.store(false, Ordering::Release);
                     tracing::warn!(
                     error = %e,
                     retry_in = ?backoff,
-                    "etcd watch broken; serving the last good table"
+                    "etcd unreachable; serving the last good table"
                     );
                 }
             }
@@ -171,6 +190,7 @@ impl EtcdStore {
         changes: &mpsc::Sender<Versioned>,
         metrics: &StoreMetrics,
         backoff: &mut Duration,
+        established: &mut bool,
     ) -> Result<(), StoreError> {
         let (current, at) = self.load().await?;
         metrics.synced(at);
@@ -195,6 +215,7 @@ impl EtcdStore {
                     heard = Instant::now();
                     if resp.created() {
                         *backoff = BACKOFF_MIN;
+                        *established = true;
                         self.following.store(true, Ordering::Release);
                     }
                     if resp.canceled() {

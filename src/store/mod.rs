@@ -196,10 +196,10 @@ impl Store {
     }
 
     /// Whether a write can be tried now (etcd: not while the watch knows etcd is away).
-    pub fn writable(&self) -> Result<(), StoreError> {
+    pub async fn writable(&self) -> Result<(), StoreError> {
         match self {
             #[cfg(feature = "etcd")]
-            Store::Etcd(e) => e.writable(),
+            Store::Etcd(e) => e.writable().await,
             _ => Ok(()),
         }
     }
