@@ -18,6 +18,11 @@ use crate::runtime::Shared;
 use crate::server::drain;
 
 /// Dispatches a connection on the protocol the current table gives its port.
+///
+/// A connection's task is as large as the largest state it could be in, for as long as it
+/// lives. Plain HTTP, the common case, runs inline; the other protocols' states (a TLS
+/// session, two relay buffers) are boxed, so an idle HTTP keep-alive connection does not
+/// carry room for them.
 pub async fn serve(
     stream: TcpStream,
     client: SocketAddr,
@@ -47,35 +52,41 @@ pub async fn serve(
             let handshake = table.timeouts.handshake();
             let tls = tls.clone();
             drop(table);
-            if let Some(stream) = accept_tls(stream, tls, handshake, &metrics, client).await {
-                http::serve_connection(stream, client, port, "https", shared, drain).await;
-            }
+            Box::pin(async move {
+                if let Some(stream) = accept_tls(stream, tls, handshake, &metrics, client).await {
+                    http::serve_connection(stream, client, port, "https", shared, drain).await;
+                }
+            })
+            .await;
         }
         (Protocol::Tls, Some(tls)) => {
             let Some(route) = listener.stream_route() else {
                 return;
             };
-            let accepted = accept_tls(
-                stream,
-                tls.clone(),
-                table.timeouts.handshake(),
-                &metrics,
-                client,
-            )
+            Box::pin(async {
+                let accepted = accept_tls(
+                    stream,
+                    tls.clone(),
+                    table.timeouts.handshake(),
+                    &metrics,
+                    client,
+                )
+                .await;
+                if let Some(stream) = accepted {
+                    l4::tcp::relay(stream, &[], &table, route, &drain).await;
+                }
+            })
             .await;
-            if let Some(stream) = accepted {
-                l4::tcp::relay(stream, &[], &table, route, &drain).await;
-            }
         }
         (Protocol::Tcp, _) => {
             let Some(route) = listener.stream_route() else {
                 return;
             };
-            l4::tcp::relay(stream, &[], &table, route, &drain).await;
+            Box::pin(l4::tcp::relay(stream, &[], &table, route, &drain)).await;
         }
         (Protocol::Sni, _) => {
             drop(table);
-            l4::sni::serve(stream, port, shared, drain).await;
+            Box::pin(l4::sni::serve(stream, port, shared, drain)).await;
         }
         (Protocol::Https | Protocol::Tls | Protocol::Udp, _) => {
             tracing::warn!(port, protocol = %listener.protocol, "listener cannot take a TCP connection");

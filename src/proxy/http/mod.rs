@@ -115,7 +115,10 @@ impl Proxy {
             bytes_out: 0,
             aborted: false,
         };
-        let result = self.proxy(&table, host.as_deref(), req, &mut log).await;
+        // hyper keeps one slot per connection for this future, idle or not (and spawns it per h2
+        // stream); boxing the exchange keeps that slot small and allocates the exchange's
+        // few kilobytes only while a request is in flight.
+        let result = Box::pin(self.proxy(&table, host.as_deref(), req, &mut log)).await;
         log.host = host.unwrap_or_default();
         let response = match result {
             Ok(response) => response,
@@ -322,8 +325,7 @@ impl Proxy {
                             Ok(sender) => sender,
                             Err(e) => return Err(Attempt::NotSent(req, e)),
                         };
-                        sender
-                            .send_request(req)
+                        Box::pin(sender.send_request(req))
                             .await
                             .map_err(|source| Attempt::upstream(target, source))
                     }
@@ -356,14 +358,16 @@ impl Proxy {
     }
 
     /// A new connection to `target`; a failure counts in its connect errors.
+    ///
+    /// The connect state is boxed: most requests find a pooled connection, and every future
+    /// on the request path is moved, and for h2 spawned, with all the room its slowest path
+    /// needs.
     async fn connect(
         &self,
         target: &Target,
         connect_timeout: std::time::Duration,
     ) -> Result<Sender, ProxyError> {
-        self.shared
-            .pool
-            .connect(target.addr, connect_timeout)
+        Box::pin(self.shared.pool.connect(target.addr, connect_timeout))
             .await
             .map_err(|source| {
                 target.metrics.connect_errors.inc();

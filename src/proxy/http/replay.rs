@@ -115,7 +115,8 @@ pub async fn prepare(
     } else if is_idempotent(&parts.method)
         && body.size_hint().exact().is_some_and(|n| n <= REPLAY_LIMIT)
     {
-        let collected = tokio::time::timeout(read_timeout, body.collect())
+        // Boxed: a bodiless request, the common case, should not carry this state.
+        let collected = Box::pin(tokio::time::timeout(read_timeout, body.collect()))
             .await
             .map_err(|_| ProxyError::BadRequest("request body not received in time"))?
             .map_err(|_| ProxyError::BadRequest("incomplete request body"))?;
