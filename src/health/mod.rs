@@ -3,7 +3,7 @@
 
 mod active;
 mod passive;
-mod tls;
+pub(crate) mod tls;
 
 pub use active::{spawn, TtlClock, MAX_CONCURRENT_PROBES};
 pub use passive::PassiveHealth;

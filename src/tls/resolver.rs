@@ -159,11 +159,10 @@ fn normalize(name: &str) -> Cow<'_, str> {
 mod tests {
     use super::super::cert::{certified_key, inspect};
     use super::*;
-    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+    use crate::health::tls::NoVerify;
     use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, IpAddr as PkiIpAddr, ServerName, UnixTime};
-    use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, ServerConfig};
-    use rustls::{ServerConnection, SignatureScheme};
+    use rustls::pki_types::{CertificateDer, IpAddr as PkiIpAddr, ServerName};
+    use rustls::{ClientConfig, ClientConnection, ServerConfig, ServerConnection};
 
     fn provider() -> Arc<rustls::crypto::CryptoProvider> {
         Arc::new(rustls::crypto::ring::default_provider())
@@ -289,62 +288,13 @@ mod tests {
         }
     }
 
-    /// Accepts any server certificate but checks the handshake signatures.
-    #[derive(Debug)]
-    struct AcceptAny(Arc<rustls::crypto::CryptoProvider>);
-
-    impl ServerCertVerifier for AcceptAny {
-        fn verify_server_cert(
-            &self,
-            _end_entity: &CertificateDer<'_>,
-            _intermediates: &[CertificateDer<'_>],
-            _server_name: &ServerName<'_>,
-            _ocsp_response: &[u8],
-            _now: UnixTime,
-        ) -> Result<ServerCertVerified, rustls::Error> {
-            Ok(ServerCertVerified::assertion())
-        }
-
-        fn verify_tls12_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls12_signature(
-                message,
-                cert,
-                dss,
-                &self.0.signature_verification_algorithms,
-            )
-        }
-
-        fn verify_tls13_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls13_signature(
-                message,
-                cert,
-                dss,
-                &self.0.signature_verification_algorithms,
-            )
-        }
-
-        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-            self.0.signature_verification_algorithms.supported_schemes()
-        }
-    }
-
     fn accept_any_client() -> Arc<ClientConfig> {
         Arc::new(
             ClientConfig::builder_with_provider(provider())
                 .with_safe_default_protocol_versions()
                 .unwrap()
                 .dangerous()
-                .with_custom_certificate_verifier(Arc::new(AcceptAny(provider())))
+                .with_custom_certificate_verifier(Arc::new(NoVerify(provider())))
                 .with_no_client_auth(),
         )
     }

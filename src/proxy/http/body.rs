@@ -1,5 +1,6 @@
-//! The response body corral sends: the upstream's streamed through, or a short local one,
-//! with the access log line written when the body is done (so it carries the byte count).
+//! HTTP bodies as corral passes them on, in both directions: [`Payload`] is the body itself,
+//! streamed through or held in memory; [`ProxyBody`] is the response sent to the client, which
+//! also writes the access log line when the body is done (so it carries the byte count).
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -11,20 +12,53 @@ use hyper::body::Incoming;
 use super::upstream::Checkin;
 
 pin_project_lite::pin_project! {
-    #[project = KindProj]
-    enum Kind {
-        Upstream { #[pin] body: Incoming },
-        Local { data: Option<Bytes> },
+    /// A body streamed through from the other side (the client's request, the target's
+    /// response), or one held in memory (a local answer, a request body kept for a retry).
+    #[project = PayloadProj]
+    pub enum Payload {
+        Streaming { #[pin] body: Incoming },
+        Buffered { data: Option<Bytes> },
+    }
+}
+
+impl Body for Payload {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.project() {
+            PayloadProj::Streaming { body } => body.poll_frame(cx),
+            PayloadProj::Buffered { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Payload::Streaming { body } => body.is_end_stream(),
+            Payload::Buffered { data } => data.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Payload::Streaming { body } => body.size_hint(),
+            Payload::Buffered { data } => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
+        }
     }
 }
 
 pin_project_lite::pin_project! {
     pub struct ProxyBody {
         #[pin]
-        kind: Kind,
+        body: Payload,
         log: Option<super::log::AccessLog>,
         // The target connection the body comes from, handed back to the pool as soon as the
-        // body has been read to its end (declared after `kind`: dropped after the body).
+        // body has been read to its end (declared after `body`: dropped after the body).
         checkin: Option<Checkin>,
     }
 }
@@ -33,7 +67,7 @@ impl ProxyBody {
     /// The target's response body; `checkin` goes back to the pool once it is fully read.
     pub fn upstream(body: Incoming, checkin: Option<Checkin>) -> ProxyBody {
         ProxyBody {
-            kind: Kind::Upstream { body },
+            body: Payload::Streaming { body },
             log: None,
             checkin,
         }
@@ -41,7 +75,7 @@ impl ProxyBody {
 
     pub fn local(data: impl Into<Bytes>) -> ProxyBody {
         ProxyBody {
-            kind: Kind::Local {
+            body: Payload::Buffered {
                 data: Some(data.into()),
             },
             log: None,
@@ -51,7 +85,7 @@ impl ProxyBody {
 
     pub fn empty() -> ProxyBody {
         ProxyBody {
-            kind: Kind::Local { data: None },
+            body: Payload::Buffered { data: None },
             log: None,
             checkin: None,
         }
@@ -73,21 +107,15 @@ impl Body for ProxyBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.project();
-        let res = match this.kind.project() {
-            KindProj::Upstream { mut body } => {
-                let res = body.as_mut().poll_frame(cx);
-                // Read to its end (or broken): the connection can go back (or be closed) now,
-                // before the last bytes are written to the client.
-                if this.checkin.is_some()
-                    && (res.is_ready() && !matches!(res, Poll::Ready(Some(Ok(_))))
-                        || body.is_end_stream())
-                {
-                    drop(this.checkin.take());
-                }
-                res
-            }
-            KindProj::Local { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
-        };
+        let mut body = this.body;
+        let res = body.as_mut().poll_frame(cx);
+        // Read to its end (or broken): the connection can go back (or be closed) now,
+        // before the last bytes are written to the client.
+        if this.checkin.is_some()
+            && (res.is_ready() && !matches!(res, Poll::Ready(Some(Ok(_)))) || body.is_end_stream())
+        {
+            drop(this.checkin.take());
+        }
         if let (Poll::Ready(Some(Ok(frame))), Some(log)) = (&res, this.log.as_mut()) {
             if let Some(d) = frame.data_ref() {
                 log.bytes_out += d.len() as u64;
@@ -100,18 +128,10 @@ impl Body for ProxyBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        match &self.kind {
-            Kind::Upstream { body } => body.is_end_stream(),
-            Kind::Local { data } => data.is_none(),
-        }
+        self.body.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
-        match &self.kind {
-            Kind::Upstream { body } => body.size_hint(),
-            Kind::Local { data } => {
-                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
-            }
-        }
+        self.body.size_hint()
     }
 }

@@ -34,8 +34,8 @@ use crate::routing::{normalize_host, Listener, Route, RoutingTable};
 use crate::runtime::Shared;
 use crate::server::drain;
 use crate::sticky;
+use body::Payload;
 use log::AccessLog;
-use replay::RequestBody;
 use upstream::{Sender, UpstreamError};
 
 /// Serves one client connection until it closes or a drain asks it to finish.
@@ -306,7 +306,7 @@ impl Proxy {
         &self,
         table: &RoutingTable,
         target: &Target,
-        req: Request<RequestBody>,
+        req: Request<Payload>,
     ) -> Attempt {
         let timeouts = &table.timeouts;
         let mut sender = match self.checkout(target, timeouts.upstream_connect()).await {
@@ -394,7 +394,7 @@ impl Proxy {
 enum Attempt {
     Done(Sender, Response<Incoming>),
     /// Nothing was sent (connect failure): any request may go elsewhere.
-    NotSent(Request<RequestBody>, ProxyError),
+    NotSent(Request<Payload>, ProxyError),
     /// The connection broke before any response: only a replayable request may go elsewhere.
     Reset(ProxyError),
     /// Not retried (timeout, malformed response).

@@ -1,68 +1,23 @@
-//! The request body as sent upstream, and what it takes to send a request a second time.
+//! What it takes to send a request a second time.
 //!
 //! A request whose connection is reset before any response byte may go to another target when
 //! sending it again is safe: it has no body, or its method is idempotent and its body is small
 //! enough to have been kept ([`REPLAY_LIMIT`]). Anything else streams through and is not retried
 //! once sent (a connect failure is still retried: nothing was sent).
 
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Uri, Version};
-use http_body::{Body, Frame, SizeHint};
+use http_body::Body;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
+use super::body::Payload;
 use super::ProxyError;
 
 /// Idempotent requests with a body of at most this many bytes are kept for a retry.
 pub const REPLAY_LIMIT: u64 = 64 * 1024;
-
-pin_project_lite::pin_project! {
-    /// What an upstream connection carries: the client's body streamed, or a kept copy.
-    #[project = RequestBodyProj]
-    pub enum RequestBody {
-        Streaming { #[pin] body: Incoming },
-        Buffered { data: Option<Bytes> },
-    }
-}
-
-impl Body for RequestBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        match self.project() {
-            RequestBodyProj::Streaming { body } => body.poll_frame(cx),
-            RequestBodyProj::Buffered { data } => Poll::Ready(
-                data.take()
-                    .filter(|d| !d.is_empty())
-                    .map(|d| Ok(Frame::data(d))),
-            ),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            RequestBody::Streaming { body } => body.is_end_stream(),
-            RequestBody::Buffered { data } => data.as_ref().is_none_or(Bytes::is_empty),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            RequestBody::Streaming { body } => body.size_hint(),
-            RequestBody::Buffered { data } => {
-                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
-            }
-        }
-    }
-}
 
 /// A copy of a request that can be sent again.
 #[derive(Debug)]
@@ -75,8 +30,8 @@ pub struct Replay {
 }
 
 impl Replay {
-    pub fn request(&self) -> Request<RequestBody> {
-        let mut req = Request::new(RequestBody::Buffered {
+    pub fn request(&self) -> Request<Payload> {
+        let mut req = Request::new(Payload::Buffered {
             data: self.body.clone(),
         });
         *req.method_mut() = self.method.clone();
@@ -101,11 +56,11 @@ pub async fn prepare(
     req: Request<Incoming>,
     may_retry: bool,
     read_timeout: Duration,
-) -> Result<(Request<RequestBody>, Option<Replay>), ProxyError> {
+) -> Result<(Request<Payload>, Option<Replay>), ProxyError> {
     if !may_retry {
         let (parts, body) = req.into_parts();
         return Ok((
-            Request::from_parts(parts, RequestBody::Streaming { body }),
+            Request::from_parts(parts, Payload::Streaming { body }),
             None,
         ));
     }
@@ -120,10 +75,12 @@ pub async fn prepare(
             .await
             .map_err(|_| ProxyError::BadRequest("request body not received in time"))?
             .map_err(|_| ProxyError::BadRequest("incomplete request body"))?;
-        Some(collected.to_bytes())
+        // Kept as none, so that an empty body reads as ended from the start, as an empty
+        // stream does, rather than as one empty frame.
+        Some(collected.to_bytes()).filter(|b| !b.is_empty())
     } else {
         return Ok((
-            Request::from_parts(parts, RequestBody::Streaming { body }),
+            Request::from_parts(parts, Payload::Streaming { body }),
             None,
         ));
     };
@@ -135,7 +92,7 @@ pub async fn prepare(
         body: kept.clone(),
     };
     Ok((
-        Request::from_parts(parts, RequestBody::Buffered { data: kept }),
+        Request::from_parts(parts, Payload::Buffered { data: kept }),
         Some(replay),
     ))
 }

@@ -25,7 +25,7 @@ use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
-use super::replay::RequestBody;
+use super::body::Payload;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use parking_lot::Mutex;
@@ -56,12 +56,12 @@ pub struct Sender {
 
 /// A request that failed; the request itself comes back if it was never sent.
 pub struct TrySendError {
-    message: Option<Request<RequestBody>>,
+    message: Option<Request<Payload>>,
     error: UpstreamError,
 }
 
 impl TrySendError {
-    pub fn take_message(&mut self) -> Option<Request<RequestBody>> {
+    pub fn take_message(&mut self) -> Option<Request<Payload>> {
         self.message.take()
     }
 
@@ -85,7 +85,7 @@ impl Sender {
 
     pub async fn send_request(
         &mut self,
-        req: Request<RequestBody>,
+        req: Request<Payload>,
     ) -> Result<Response<Incoming>, UpstreamError> {
         let mut e = match self.try_send_request(req).await {
             Ok(response) => return Ok(response),
@@ -97,7 +97,7 @@ impl Sender {
 
     pub async fn try_send_request(
         &mut self,
-        req: Request<RequestBody>,
+        req: Request<Payload>,
     ) -> Result<Response<Incoming>, TrySendError> {
         let (req, state) = ClientBody::wrap(req);
         match self.inner.try_send_request(req).await {
@@ -155,7 +155,7 @@ pin_project_lite::pin_project! {
     /// The client's request body on its way to the target, with a deadline on each wait.
     pub struct ClientBody {
         #[pin]
-        inner: RequestBody,
+        inner: Payload,
         timeout: Option<Duration>,
         sleep: Option<Pin<Box<tokio::time::Sleep>>>,
         state: Arc<AtomicU8>,
@@ -163,7 +163,7 @@ pin_project_lite::pin_project! {
 }
 
 impl ClientBody {
-    fn wrap(req: Request<RequestBody>) -> (Request<ClientBody>, Arc<AtomicU8>) {
+    fn wrap(req: Request<Payload>) -> (Request<ClientBody>, Arc<AtomicU8>) {
         let timeout = req.extensions().get::<BodyTimeout>().and_then(|t| t.0);
         let state = Arc::new(AtomicU8::new(BODY_OK));
         let body_state = state.clone();
