@@ -24,6 +24,10 @@ impl<T, O> Observed<T, O> {
     pub fn new(inner: T, observer: O) -> Self {
         Observed { inner, observer }
     }
+
+    pub fn get_ref(&self) -> &T {
+        &self.inner
+    }
 }
 
 impl<T: AsyncRead, O: Observer> AsyncRead for Observed<T, O> {

@@ -14,6 +14,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::config::Protocol;
 use crate::metrics::{counting, ListenerMetrics};
+use crate::proxy::http::version::FirstBytes;
 use crate::runtime::Shared;
 use crate::server::drain;
 
@@ -41,12 +42,22 @@ pub async fn serve(
     let _active = ActiveConnection::new(metrics.active.clone());
     let stream = counting(stream, metrics.bytes_in.clone(), metrics.bytes_out.clone());
     let Some(listener) = listener else {
-        return http::serve_connection(stream, client, port, "http", shared, drain).await;
+        return http::serve_connection(stream, None, client, port, "http", shared, drain).await;
     };
     match (listener.protocol, &listener.tls) {
         (Protocol::Http, _) => {
+            let idle = table.timeouts.idle_keepalive();
             drop(table);
-            http::serve_connection(stream, client, port, "http", shared, drain).await;
+            let first = tokio::select! {
+                first = http::version::sniff(stream.get_ref(), idle) => first,
+                () = drain.signaled() => FirstBytes::Nothing,
+            };
+            let version = match first {
+                FirstBytes::Nothing => return,
+                FirstBytes::Speaks(version) => Some(version),
+                FirstBytes::Unclear => None,
+            };
+            http::serve_connection(stream, version, client, port, "http", shared, drain).await;
         }
         (Protocol::Https, Some(tls)) => {
             let handshake = table.timeouts.handshake();
@@ -54,7 +65,9 @@ pub async fn serve(
             drop(table);
             Box::pin(async move {
                 if let Some(stream) = accept_tls(stream, tls, handshake, &metrics, client).await {
-                    http::serve_connection(stream, client, port, "https", shared, drain).await;
+                    let version = http::version::from_alpn(stream.get_ref().1.alpn_protocol());
+                    http::serve_connection(stream, version, client, port, "https", shared, drain)
+                        .await;
                 }
             })
             .await;

@@ -11,15 +11,19 @@ mod replay;
 mod timer;
 mod upstream;
 mod validate;
+pub mod version;
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -28,6 +32,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 pub use body::ProxyBody;
 pub use error::ProxyError;
 pub use upstream::Pool;
+pub use version::HttpVersion;
 
 use crate::balance::{Target, TargetGroup};
 use crate::routing::{normalize_host, Listener, Route, RoutingTable};
@@ -38,9 +43,12 @@ use body::Payload;
 use log::AccessLog;
 use upstream::{Sender, UpstreamError};
 
-/// Serves one client connection until it closes or a drain asks it to finish.
+/// Serves one client connection until it closes or a drain asks it to finish. `version` is
+/// what the client was found to speak ([`version::sniff`], ALPN); `None` lets hyper-util's
+/// `auto` connection find out.
 pub async fn serve_connection<IO>(
     io: IO,
+    version: Option<HttpVersion>,
     client: SocketAddr,
     port: u16,
     scheme: &'static str,
@@ -52,16 +60,7 @@ pub async fn serve_connection<IO>(
     let timeouts = shared.table.load().timeouts;
     let (head_timer, io) =
         timer::HeadTimer::new(io, timeouts.idle_keepalive(), timeouts.request_headers());
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(head_timer)
-        .header_read_timeout(timeouts.request_headers())
-        .ignore_invalid_headers(false)
-        .max_headers(100)
-        .max_buf_size(64 * 1024);
-    builder.http2().timer(TokioTimer::new());
-
+    let io = TokioIo::new(io);
     let proxy = Arc::new(Proxy {
         shared,
         client,
@@ -72,17 +71,72 @@ pub async fn serve_connection<IO>(
         let proxy = proxy.clone();
         async move { Ok::<_, Infallible>(proxy.handle(req).await) }
     });
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-    tokio::pin!(conn);
-    let result = tokio::select! {
-        res = conn.as_mut() => res,
-        () = drain.signaled() => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
+    let result = match version {
+        Some(HttpVersion::Http1) => {
+            let mut http1 = http1::Builder::new();
+            http1
+                .timer(head_timer)
+                .header_read_timeout(timeouts.request_headers())
+                .ignore_invalid_headers(false)
+                .max_headers(MAX_HEADERS)
+                .max_buf_size(MAX_HEAD_BYTES)
+                // `max_buf_size` alone lets a read that completes the head overshoot it.
+                .max_header_size(MAX_HEAD_BYTES);
+            let conn = http1.serve_connection(io, service).with_upgrades();
+            until_drained(conn, &drain, |c| c.graceful_shutdown())
+                .await
+                .map_err(Into::into)
+        }
+        Some(HttpVersion::H2) => {
+            let conn = h2_builder().serve_connection(io, service);
+            until_drained(conn, &drain, |c| c.graceful_shutdown())
+                .await
+                .map_err(Into::into)
+        }
+        None => {
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(head_timer)
+                .header_read_timeout(timeouts.request_headers())
+                .ignore_invalid_headers(false)
+                .max_headers(MAX_HEADERS)
+                .max_buf_size(MAX_HEAD_BYTES);
+            builder.http2().timer(TokioTimer::new());
+            let conn = builder.serve_connection_with_upgrades(io, service);
+            until_drained(conn, &drain, |c| c.graceful_shutdown()).await
         }
     };
     if let Err(e) = result {
         tracing::debug!(%client, error = %e, "client connection ended with an error");
+    }
+}
+
+/// Header fields in one request head; more is answered 431.
+const MAX_HEADERS: usize = 100;
+/// Bytes in one request head; more is answered 431.
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+
+fn h2_builder() -> http2::Builder<TokioExecutor> {
+    let mut h2 = http2::Builder::new(TokioExecutor::new());
+    h2.timer(TokioTimer::new());
+    h2
+}
+
+/// Drives `conn` to its end; once a drain is asked for, `finish` lets it complete what is in
+/// flight and close.
+async fn until_drained<C: Future>(
+    conn: C,
+    drain: &drain::Watch,
+    finish: impl FnOnce(Pin<&mut C>),
+) -> C::Output {
+    tokio::pin!(conn);
+    tokio::select! {
+        res = conn.as_mut() => res,
+        () = drain.signaled() => {
+            finish(conn.as_mut());
+            conn.await
+        }
     }
 }
 
