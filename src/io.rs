@@ -2,9 +2,13 @@
 //! request-head clock and the L4 idle timer are observers; the delegation is written once.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Instant;
 
 /// Told about every successful read and write of an [`Observed`] stream.
 pub trait Observer {
@@ -84,5 +88,55 @@ impl<T: AsyncWrite, O: Observer> AsyncWrite for Observed<T, O> {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         self.project().inner.poll_shutdown(cx)
+    }
+}
+
+/// When a stream last read a byte: the idle cut of relays (both directions are reads on
+/// one side or the other) and of h2 client connections (a client with open streams sends
+/// at least its flow-control updates).
+#[derive(Clone)]
+pub struct Activity {
+    start: Instant,
+    last_ms: Arc<AtomicU64>,
+}
+
+impl Activity {
+    pub fn new() -> Activity {
+        Activity {
+            start: Instant::now(),
+            last_ms: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    pub fn watch<T>(&self, io: T) -> Observed<T, Activity> {
+        Observed::new(io, self.clone())
+    }
+
+    fn touch(&self) {
+        let ms = self.start.elapsed().as_millis() as u64;
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Resolves once nothing has moved for `idle`.
+    pub async fn idle_for(&self, idle: Duration) {
+        loop {
+            let last = self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+            if last.elapsed() >= idle {
+                return;
+            }
+            tokio::time::sleep_until(last + idle).await;
+        }
+    }
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Activity::new()
+    }
+}
+
+impl Observer for Activity {
+    fn on_read(&self, _bytes: usize) {
+        self.touch();
     }
 }

@@ -201,3 +201,44 @@ async fn a_slow_head_is_cut_but_an_idle_keepalive_is_not() {
     tokio::time::sleep(Duration::from_millis(2000)).await;
     assert!(client.try_get("x", "/").await.is_err());
 }
+
+#[tokio::test]
+async fn an_idle_h2_connection_is_closed_but_a_busy_one_is_not() {
+    use http_body_util::Empty;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let b = Backend::start("b", Behaviour::Name).await;
+    let port = free_port();
+    let _rt = corral(&format!(
+        r#"{{"loadBalancers":[{{"name":"lb","lbConfig":{{"portRules":[{{"sourcePort":{port},"serviceId":"b"}}]}}}}],
+          "services":[{{"ID":"b","Service":"b","Port":{}}}],
+          "timeouts":{{"idleKeepalive":1000}}}}"#,
+        b.addr.port()
+    ))
+    .await;
+
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    let mut conn = tokio::spawn(conn);
+    let get = || {
+        http::Request::get("http://x/")
+            .body(Empty::<bytes::Bytes>::new())
+            .unwrap()
+    };
+    // Requests 600 ms apart keep it open past the idle timeout...
+    for _ in 0..3 {
+        let response = sender.send_request(get()).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        tokio::time::sleep(Duration::from_millis(600)).await;
+    }
+    assert!(!conn.is_finished(), "closed while in use");
+    // ...and silence closes it (GOAWAY, then the close) once the timeout has passed.
+    let closed = tokio::time::timeout(Duration::from_secs(3), &mut conn).await;
+    assert!(closed.is_ok(), "an idle h2 connection stayed open");
+    assert!(sender.send_request(get()).await.is_err());
+}

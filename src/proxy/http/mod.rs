@@ -14,7 +14,7 @@ mod validate;
 pub mod version;
 
 use std::convert::Infallible;
-use std::future::Future;
+use std::future::{pending, Future};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -35,6 +35,7 @@ pub use upstream::Pool;
 pub use version::HttpVersion;
 
 use crate::balance::{Target, TargetGroup};
+use crate::io::Activity;
 use crate::routing::{normalize_host, Listener, Route, RoutingTable};
 use crate::runtime::Shared;
 use crate::server::drain;
@@ -58,9 +59,6 @@ pub async fn serve_connection<IO>(
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let timeouts = shared.table.load().timeouts;
-    let (head_timer, io) =
-        timer::HeadTimer::new(io, timeouts.idle_keepalive(), timeouts.request_headers());
-    let io = TokioIo::new(io);
     let proxy = Arc::new(Proxy {
         shared,
         client,
@@ -71,46 +69,58 @@ pub async fn serve_connection<IO>(
         let proxy = proxy.clone();
         async move { Ok::<_, Infallible>(proxy.handle(req).await) }
     });
+    let idle = timeouts.idle_keepalive();
     let result = match version {
         Some(HttpVersion::Http1) => {
+            let (head_timer, io) = timer::HeadTimer::new(io, idle, timeouts.request_headers());
             let mut http1 = http1::Builder::new();
-            http1
-                .timer(head_timer)
-                .header_read_timeout(timeouts.request_headers())
-                .ignore_invalid_headers(false)
-                .max_headers(MAX_HEADERS)
-                .max_buf_size(MAX_HEAD_BYTES)
+            http1_settings!(http1, head_timer, timeouts)
                 // `max_buf_size` alone lets a read that completes the head overshoot it.
                 .max_header_size(MAX_HEAD_BYTES);
-            let conn = http1.serve_connection(io, service).with_upgrades();
-            until_drained(conn, &drain, |c| c.graceful_shutdown())
+            let conn = http1.serve_connection(TokioIo::new(io), service);
+            let conn = conn.with_upgrades();
+            let finish = |c: Pin<&mut _>| http1::UpgradeableConnection::graceful_shutdown(c);
+            until_done(conn, &drain, pending(), finish)
                 .await
                 .map_err(Into::into)
         }
         Some(HttpVersion::H2) => {
-            let conn = h2_builder().serve_connection(io, service);
-            until_drained(conn, &drain, |c| c.graceful_shutdown())
+            // hyper's h1 connection cuts idle keep-alives itself; its h2 one never does.
+            let activity = Activity::new();
+            let conn = h2_builder().serve_connection(TokioIo::new(activity.watch(io)), service);
+            let finish = |c: Pin<&mut _>| http2::Connection::graceful_shutdown(c);
+            until_done(conn, &drain, activity.idle_for(idle), finish)
                 .await
                 .map_err(Into::into)
         }
         None => {
+            let (head_timer, io) = timer::HeadTimer::new(io, idle, timeouts.request_headers());
             let mut builder = auto::Builder::new(TokioExecutor::new());
-            builder
-                .http1()
-                .timer(head_timer)
-                .header_read_timeout(timeouts.request_headers())
-                .ignore_invalid_headers(false)
-                .max_headers(MAX_HEADERS)
-                .max_buf_size(MAX_HEAD_BYTES);
+            http1_settings!(builder.http1(), head_timer, timeouts);
             builder.http2().timer(TokioTimer::new());
-            let conn = builder.serve_connection_with_upgrades(io, service);
-            until_drained(conn, &drain, |c| c.graceful_shutdown()).await
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+            let finish = |c: Pin<&mut _>| auto::UpgradeableConnection::graceful_shutdown(c);
+            until_done(conn, &drain, pending(), finish).await
         }
     };
     if let Err(e) = result {
         tracing::debug!(%client, error = %e, "client connection ended with an error");
     }
 }
+
+/// The HTTP/1 settings of both hyper's builder and hyper-util's `auto` one (two types with
+/// the same methods).
+macro_rules! http1_settings {
+    ($builder:expr, $head_timer:expr, $timeouts:expr) => {
+        $builder
+            .timer($head_timer)
+            .header_read_timeout($timeouts.request_headers())
+            .ignore_invalid_headers(false)
+            .max_headers(MAX_HEADERS)
+            .max_buf_size(MAX_HEAD_BYTES)
+    };
+}
+use http1_settings;
 
 /// Header fields in one request head; more is answered 431.
 const MAX_HEADERS: usize = 100;
@@ -123,21 +133,22 @@ fn h2_builder() -> http2::Builder<TokioExecutor> {
     h2
 }
 
-/// Drives `conn` to its end; once a drain is asked for, `finish` lets it complete what is in
-/// flight and close.
-async fn until_drained<C: Future>(
+/// Drives `conn` to its end. Once a drain is asked for, or `idle` resolves, `finish` lets it
+/// complete what is in flight and close.
+async fn until_done<C: Future>(
     conn: C,
     drain: &drain::Watch,
+    idle: impl Future<Output = ()>,
     finish: impl FnOnce(Pin<&mut C>),
 ) -> C::Output {
     tokio::pin!(conn);
     tokio::select! {
-        res = conn.as_mut() => res,
-        () = drain.signaled() => {
-            finish(conn.as_mut());
-            conn.await
-        }
+        res = conn.as_mut() => return res,
+        () = drain.signaled() => {}
+        () = idle => {}
     }
+    finish(conn.as_mut());
+    conn.await
 }
 
 /// What one client connection's requests share.

@@ -1,16 +1,13 @@
 //! Stream proxying for `tcp`, `tls` (after termination) and `sni` (after the ClientHello):
 //! bytes copied both ways, each direction closed on its own (half-close), cut when idle.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::time::Instant;
 
 use crate::balance::{Target, TargetGroup};
-use crate::io::{Observed, Observer};
+use crate::io::Activity;
 use crate::routing::{Route, RoutingTable};
 use crate::server::drain;
 
@@ -83,46 +80,4 @@ async fn try_connect(target: &Target, timeout: Duration) -> std::io::Result<TcpS
     let stream = result?;
     let _ = stream.set_nodelay(true);
     Ok(stream)
-}
-
-/// When a byte last moved in either direction.
-#[derive(Clone)]
-struct Activity {
-    start: Instant,
-    last_ms: Arc<AtomicU64>,
-}
-
-impl Activity {
-    fn new() -> Activity {
-        Activity {
-            start: Instant::now(),
-            last_ms: Arc::new(AtomicU64::new(0)),
-        }
-    }
-
-    fn watch<T>(&self, io: T) -> Observed<T, Activity> {
-        Observed::new(io, self.clone())
-    }
-
-    fn touch(&self) {
-        let ms = self.start.elapsed().as_millis() as u64;
-        self.last_ms.store(ms, Ordering::Relaxed);
-    }
-
-    /// Resolves once nothing has moved for `idle`.
-    async fn idle_for(&self, idle: Duration) {
-        loop {
-            let last = self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
-            if last.elapsed() >= idle {
-                return;
-            }
-            tokio::time::sleep_until(last + idle).await;
-        }
-    }
-}
-
-impl Observer for Activity {
-    fn on_read(&self, _bytes: usize) {
-        self.touch();
-    }
 }
