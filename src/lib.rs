@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod health;
 pub mod io;
+pub mod logging;
 pub mod metrics;
 pub mod proxy;
 pub mod routing;

@@ -1,3 +1,4 @@
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,13 +9,14 @@ use tokio::signal::unix::{signal, SignalKind};
 use corral::api::{Auth, Control};
 use corral::cli::{Args, Command, LogFormat};
 use corral::config::Config;
+use corral::logging::LogSink;
 use corral::runtime::Runtime;
 use corral::server::drain;
 use corral::store::Store;
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    init_tracing(args.log_format);
+    let log = init_tracing(args.log_format);
 
     if let Some(Command::Check) = args.command {
         return check(&args);
@@ -36,13 +38,15 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(args)) {
+    let code = match rt.block_on(run(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
             ExitCode::FAILURE
         }
-    }
+    };
+    log.flush();
+    code
 }
 
 async fn run(args: Args) -> Result<(), String> {
@@ -155,16 +159,24 @@ fn check(args: &Args) -> ExitCode {
     }
 }
 
-fn init_tracing(format: LogFormat) {
+/// The log subscriber, writing through a [`LogSink`] (whose batch `main` flushes at exit).
+fn init_tracing(format: LogFormat) -> LogSink {
+    let sink = LogSink::default();
+    if let Err(e) = sink.flush_periodically() {
+        eprintln!("log lines will wait for a full batch: {e}");
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        // Colour codes only for a person at a terminal, not in a file or a log collector.
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(sink.clone());
     match format {
         // Fields stay under "fields": flattened, the access log's `target` field would collide with
         // the event's own `target` (its module path).
         LogFormat::Json => builder.json().init(),
         LogFormat::Plain => builder.init(),
     }
+    sink
 }
