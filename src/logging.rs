@@ -2,14 +2,20 @@
 //! the access log's one line per request, are gathered and written in batches: when 64 KiB
 //! have piled up, every 100 ms, and at exit. That is nginx's `access_log ... buffer=` and
 //! what HAProxy gets from syslog: one write per batch instead of one system call per request.
+//! The plain line format ([`PlainLine`]) is written directly, without tracing-subscriber's
+//! per-field formatting machinery, which cost more than the rest of a proxied request.
 
+use std::fmt;
 use std::io::{self, Write};
 use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use tracing::{Level, Metadata};
-use tracing_subscriber::fmt::MakeWriter;
+use tracing::field::{Field, Visit};
+use tracing::{Event, Level, Metadata, Subscriber};
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, MakeWriter};
+use tracing_subscriber::registry::LookupSpan;
 
 /// A batch is written out once it holds this much.
 const BATCH_BYTES: usize = 64 * 1024;
@@ -98,6 +104,142 @@ fn write_out(batch: &mut Vec<u8>) {
     }
 }
 
+/// The plain log line, tracing-subscriber's default layout without colour or spans (corral
+/// opens none): `2026-11-24T00:58:39.123456Z  INFO corral::access: client=… status=200 …`.
+/// Numbers are written as they are, floats with three decimals (durations in milliseconds, to
+/// the microsecond), strings quoted only when they hold a space, a quote, `=` or a control
+/// character, so that the line splits on spaces and `=`.
+#[derive(Default)]
+pub struct PlainLine {
+    /// `YYYY-MM-DDTHH:MM:SS` of the second last written: formatting a date costs more than
+    /// the rest of an access line, and lines come thousands per second.
+    second: Mutex<(u64, String)>,
+}
+
+impl PlainLine {
+    fn write_timestamp(&self, writer: &mut Writer<'_>) -> fmt::Result {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let secs = now.as_secs();
+        let mut second = self.second.lock();
+        if second.0 != secs || second.1.is_empty() {
+            *second = (secs, utc_second(secs));
+        }
+        write!(writer, "{}.{:06}Z", second.1, now.subsec_micros())
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SS` (UTC) of a Unix time, by Howard Hinnant's `civil_from_days`.
+fn utc_second(unix: u64) -> String {
+    let days = (unix / 86_400) as i64;
+    let rem = unix % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}",
+        rem / 3_600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+impl<S, N> FormatEvent<S, N> for PlainLine
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        _ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        self.write_timestamp(&mut writer)?;
+        let meta = event.metadata();
+        write!(writer, " {:>5} {}:", meta.level(), meta.target())?;
+        let mut fields = Fields {
+            writer: &mut writer,
+            result: Ok(()),
+        };
+        event.record(&mut fields);
+        fields.result?;
+        writer.write_char('\n')
+    }
+}
+
+/// Writes an event's fields as ` name=value`, the message as ` text`.
+struct Fields<'w, 'a> {
+    writer: &'w mut Writer<'a>,
+    result: fmt::Result,
+}
+
+impl Fields<'_, '_> {
+    fn put(&mut self, field: &Field, value: impl FnOnce(&mut Writer<'_>) -> fmt::Result) {
+        if self.result.is_ok() {
+            self.result =
+                write!(self.writer, " {}=", field.name()).and_then(|()| value(self.writer));
+        }
+    }
+}
+
+impl Visit for Fields<'_, '_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            self.result = self.result.and_then(|()| write!(self.writer, " {value}"));
+        } else if needs_quotes(value) {
+            self.put(field, |w| write!(w, "{value:?}"));
+        } else {
+            self.put(field, |w| w.write_str(value));
+        }
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.put(field, |w| write!(w, "{value}"));
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.put(field, |w| write!(w, "{value}"));
+    }
+
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        // Integer thousandths: float formatting with a precision is the slow path of `fmt`.
+        let thousandths = (value * 1000.0).round();
+        if thousandths.is_finite() && (0.0..1e15).contains(&thousandths) {
+            let n = thousandths as u64;
+            self.put(field, |w| write!(w, "{}.{:03}", n / 1000, n % 1000));
+        } else {
+            self.put(field, |w| write!(w, "{value:.3}"));
+        }
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.put(field, |w| write!(w, "{value}"));
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        if field.name() == "message" {
+            self.result = self.result.and_then(|()| write!(self.writer, " {value:?}"));
+        } else {
+            self.put(field, |w| write!(w, "{value:?}"));
+        }
+    }
+}
+
+fn needs_quotes(value: &str) -> bool {
+    value.is_empty()
+        || value
+            .bytes()
+            .any(|b| b <= b' ' || b == b'"' || b == b'=' || b == b'\\' || b == 0x7f)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,5 +279,58 @@ mod tests {
         assert!(sink.batch.lock().len() < BATCH_BYTES);
         sink.flush();
         assert!(sink.batch.lock().is_empty());
+    }
+
+    #[test]
+    fn plain_lines_are_written_directly() {
+        use tracing_subscriber::fmt::format::FmtSpan;
+        let sink = LogSink::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_span_events(FmtSpan::NONE)
+            .event_format(PlainLine::default())
+            .with_writer(sink.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!(
+                target: "corral::access",
+                client = %"127.0.0.1:5000",
+                listener = "80/http",
+                rule = "",
+                path = "/a b",
+                status = 200u64,
+                duration_ms = 1.23456,
+                aborted = false,
+            );
+            tracing::info!(generation = 3, "reload applied");
+        });
+        let out = String::from_utf8(sink.batch.lock().clone()).unwrap();
+        let lines: Vec<&str> = out.lines().collect();
+        assert!(
+            lines[0].ends_with(
+                " INFO corral::access: client=127.0.0.1:5000 listener=80/http rule=\"\" \
+                 path=\"/a b\" status=200 duration_ms=1.235 aborted=false"
+            ),
+            "{}",
+            lines[0]
+        );
+        assert!(
+            lines[0].starts_with("20"),
+            "a timestamp first: {}",
+            lines[0]
+        );
+        assert!(
+            lines[1].ends_with(" INFO corral::logging::tests: reload applied generation=3"),
+            "{}",
+            lines[1]
+        );
+    }
+
+    #[test]
+    fn utc_seconds() {
+        assert_eq!(utc_second(0), "1970-01-01T00:00:00");
+        assert_eq!(utc_second(951_782_400), "2000-02-29T00:00:00");
+        assert_eq!(utc_second(1_795_481_919), "2026-11-24T00:58:39");
+        assert_eq!(utc_second(4_107_542_399), "2100-02-28T23:59:59");
     }
 }

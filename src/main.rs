@@ -9,7 +9,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use corral::api::{Auth, Control};
 use corral::cli::{Args, Command, LogFormat};
 use corral::config::Config;
-use corral::logging::LogSink;
+use corral::logging::{LogSink, PlainLine};
 use corral::runtime::Runtime;
 use corral::server::drain;
 use corral::store::Store;
@@ -176,7 +176,7 @@ fn init_tracing(format: LogFormat) -> LogSink {
         // Fields stay under "fields": flattened, the access log's `target` field would collide with
         // the event's own `target` (its module path).
         LogFormat::Json => builder.json().init(),
-        LogFormat::Plain => builder.init(),
+        LogFormat::Plain => builder.event_format(PlainLine::default()).init(),
     }
     sink
 }
