@@ -1,5 +1,5 @@
 //! Micro-benchmarks of the request path's pure parts: rule lookup, weighted pick, cookie
-//! parsing and the table build a reload pays for.
+//! parsing and the table build a reload (every API write) pays for.
 //!
 //! `cargo bench --bench hot_paths`
 
@@ -152,11 +152,56 @@ fn table_build(c: &mut Criterion) {
     g.finish();
 }
 
+/// An HTTPS load balancer with `n` certificates (ECDSA P-256, self-signed).
+fn config_with_certificates(n: usize) -> Config {
+    let mut certificates = Vec::with_capacity(n);
+    for i in 0..n {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = rcgen::CertificateParams::new(vec![format!("site{i}.example.com")])
+            .expect("params")
+            .self_signed(&key)
+            .expect("certificate");
+        certificates.push(serde_json::json!({
+            "id": format!("c{i}"), "cert": cert.pem(), "key": key.serialize_pem()
+        }));
+    }
+    let ids: Vec<String> = (0..n).map(|i| format!("c{i}")).collect();
+    let json = serde_json::json!({
+        "loadBalancers": [{ "name": "lb", "lbConfig": {
+            "portRules": [{ "sourcePort": PORT, "protocol": "https", "serviceId": "web" }],
+            "certificateIds": ids, "defaultCertificateId": "c0" } }],
+        "services": [{ "ID": "web-1", "Service": "web", "Address": "127.0.0.1", "Port": 20000 }],
+        "certificates": certificates,
+    });
+    Config::from_json(&json.to_string()).expect("benchmark config is valid")
+}
+
+/// What an API write that does not touch certificates pays for them: nothing to parse when
+/// the certificates are already known (`cached`), all of them otherwise (`cold`).
+fn table_build_certificates(c: &mut Criterion) {
+    let metrics = Metrics::new();
+    let config = config_with_certificates(50);
+    let mut g = c.benchmark_group("table_build_50_certificates");
+    g.sample_size(20);
+    let warm = TlsContext::new();
+    build(&config, &metrics, &warm);
+    g.bench_function("cached", |b| b.iter(|| build(&config, &metrics, &warm)));
+    g.bench_function("cold", |b| {
+        b.iter_batched(
+            TlsContext::new,
+            |tls| build(&config, &metrics, &tls),
+            BatchSize::PerIteration,
+        )
+    });
+    g.finish();
+}
+
 criterion_group!(
     benches,
     routing_lookup,
     weighted_pick,
     cookie_parse,
-    table_build
+    table_build,
+    table_build_certificates
 );
 criterion_main!(benches);

@@ -17,3 +17,4 @@ pub mod server;
 pub mod sticky;
 pub mod store;
 pub mod tls;
+pub mod utc;

@@ -124,31 +124,10 @@ impl PlainLine {
         let secs = now.as_secs();
         let mut second = self.second.lock();
         if second.0 != secs || second.1.is_empty() {
-            *second = (secs, utc_second(secs));
+            *second = (secs, crate::utc::date_time(secs as i64));
         }
         write!(writer, "{}.{:06}Z", second.1, now.subsec_micros())
     }
-}
-
-/// `YYYY-MM-DDTHH:MM:SS` (UTC) of a Unix time, by Howard Hinnant's `civil_from_days`.
-fn utc_second(unix: u64) -> String {
-    let days = (unix / 86_400) as i64;
-    let rem = unix % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}",
-        rem / 3_600,
-        rem / 60 % 60,
-        rem % 60
-    )
 }
 
 impl<S, N> FormatEvent<S, N> for PlainLine
@@ -324,13 +303,5 @@ mod tests {
             "{}",
             lines[1]
         );
-    }
-
-    #[test]
-    fn utc_seconds() {
-        assert_eq!(utc_second(0), "1970-01-01T00:00:00");
-        assert_eq!(utc_second(951_782_400), "2000-02-29T00:00:00");
-        assert_eq!(utc_second(1_795_481_919), "2026-11-24T00:58:39");
-        assert_eq!(utc_second(4_107_542_399), "2100-02-28T23:59:59");
     }
 }

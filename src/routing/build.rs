@@ -1,7 +1,7 @@
 //! Compiling a [`Config`] into a [`RoutingTable`]: every check that decides whether a
 //! configuration can be served lives here, so a table that exists is a table that works.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 
@@ -10,7 +10,8 @@ use super::{GroupId, HostPattern, HostPatternError, Listener, RoutingTable};
 use crate::balance::{Target, TargetGroup, TargetState};
 use crate::config::{Config, HealthStatus, Instance, Protocol};
 use crate::metrics::Metrics;
-use crate::tls::{cert, CertResolver, TlsContext};
+use crate::tls::cache::Parsed;
+use crate::tls::{CertCache, CertResolver, TlsContext};
 
 /// What a build needs besides the configuration.
 pub struct BuildContext<'a> {
@@ -74,10 +75,10 @@ pub fn build(config: &Config, ctx: &BuildContext<'_>) -> Result<RoutingTable, Bu
         tls,
     } = *ctx;
     let instances = index_instances(&config.services)?;
-    let certificates = load_certificates(&config.certificates)?;
+    let certificates = load_certificates(&config.certificates, &tls.certs)?;
     let mut groups = GroupBuilder::new(&instances, metrics);
     let mut by_port: BTreeMap<u16, (Listener, Vec<Route>)> = BTreeMap::new();
-    let mut lb_names = std::collections::HashSet::new();
+    let mut lb_names = HashSet::new();
 
     for lb in &config.load_balancers {
         if !lb_names.insert(lb.name.as_str()) {
@@ -193,17 +194,14 @@ pub fn build(config: &Config, ctx: &BuildContext<'_>) -> Result<RoutingTable, Bu
     })
 }
 
-/// A certificate ready to serve, and the names it serves.
-struct LoadedCert {
-    info: cert::CertInfo,
-    key: Arc<rustls::sign::CertifiedKey>,
-}
-
-/// Parses every certificate once per build, from inline PEM or from files.
-fn load_certificates(
-    certs: &[crate::config::Certificate],
-) -> Result<HashMap<&str, LoadedCert>, BuildError> {
+/// Every certificate of the configuration, from inline PEM or from files, parsed or taken from
+/// `cache` (which then forgets the ones no longer configured).
+fn load_certificates<'c>(
+    certs: &'c [crate::config::Certificate],
+    cache: &CertCache,
+) -> Result<HashMap<&'c str, Arc<Parsed>>, BuildError> {
     let mut loaded = HashMap::new();
+    let mut used = HashSet::new();
     for c in certs {
         let fail = |message: String| BuildError::Certificate {
             id: c.id.clone(),
@@ -218,18 +216,20 @@ fn load_certificates(
         };
         let cert_pem = read(&c.cert, &c.cert_path, "certificate")?;
         let key_pem = read(&c.key, &c.key_path, "key")?;
-        let info = cert::inspect(&cert_pem).map_err(|e| fail(e.to_string()))?;
-        let key = cert::certified_key(&cert_pem, &key_pem, c.cert_chain.as_deref())
+        let (digest, parsed) = cache
+            .get_or_parse(&cert_pem, &key_pem, c.cert_chain.as_deref())
             .map_err(|e| fail(e.to_string()))?;
-        loaded.insert(c.id.as_str(), LoadedCert { info, key });
+        used.insert(digest);
+        loaded.insert(c.id.as_str(), parsed);
     }
+    cache.retain(&used);
     Ok(loaded)
 }
 
 /// The certificates of one load balancer, by SNI name, with its default.
 fn cert_resolver(
     lb: &crate::config::LoadBalancer,
-    certificates: &HashMap<&str, LoadedCert>,
+    certificates: &HashMap<&str, Arc<Parsed>>,
 ) -> Result<CertResolver, BuildError> {
     let find = |id: &str| {
         certificates

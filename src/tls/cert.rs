@@ -567,7 +567,7 @@ fn java_date(unix: i64) -> String {
     ];
     let days = unix.div_euclid(86_400);
     let secs = unix.rem_euclid(86_400);
-    let (year, month, day) = civil_from_days(days);
+    let (year, month, day) = crate::utc::civil_from_days(days);
     // 1970-01-01 was a Thursday; rem_euclid(7) is in 0..7.
     let weekday = DAYS[usize::try_from(days.rem_euclid(7)).unwrap_or(0)];
     let month = MONTHS[usize::try_from(month - 1).unwrap_or(0)];
@@ -577,21 +577,6 @@ fn java_date(unix: i64) -> String {
         secs % 3600 / 60,
         secs % 60
     )
-}
-
-/// (year, month 1..=12, day 1..=31) of a count of days since 1970-01-01,
-/// proleptic Gregorian (Howard Hinnant's algorithm).
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! TLS termination: certificates (parsing, key checks), choosing one by SNI, and the rustls
 //! server configurations the routing table carries.
 
+pub mod cache;
 pub mod cert;
 pub mod resolver;
 
@@ -9,14 +10,17 @@ use std::sync::Arc;
 use rustls::server::{ProducesTickets, ServerSessionMemoryCache, StoresServerSessions};
 use rustls::ServerConfig;
 
+pub use cache::CertCache;
 pub use resolver::CertResolver;
 
-/// Session state shared by every table's TLS configurations, so that a client resumes across
-/// table swaps (a certificate change must not log every client out of resumption).
+/// TLS state shared by every table: the session cache and ticket keys, so that a client
+/// resumes across table swaps (a certificate change must not log every client out of
+/// resumption), and the certificates already parsed.
 #[derive(Debug, Clone)]
 pub struct TlsContext {
     sessions: Arc<dyn StoresServerSessions>,
     ticketer: Arc<dyn ProducesTickets>,
+    pub certs: Arc<CertCache>,
 }
 
 impl Default for TlsContext {
@@ -39,6 +43,7 @@ impl TlsContext {
             // TLS 1.2 session-id resumption; TLS 1.3 resumes with tickets.
             sessions: ServerSessionMemoryCache::new(16 * 1024),
             ticketer,
+            certs: Arc::default(),
         }
     }
 
