@@ -39,6 +39,24 @@ pub struct EtcdStore {
     key: String,
 }
 
+/// Attempts at a write that cannot reach a member, and the pause between them.
+const SEND_ATTEMPTS: usize = 4;
+const RESEND_PAUSE: Duration = Duration::from_millis(100);
+
+/// The request never left: the client could not connect to the member it picked. Sending it
+/// again cannot apply it twice.
+fn not_sent(e: &etcd_client::Error) -> bool {
+    // gRPC's UNAVAILABLE; tonic reports a refused or failed connect with it.
+    const UNAVAILABLE: i32 = 14;
+    match e {
+        etcd_client::Error::TransportError(_) => true,
+        etcd_client::Error::GRpcStatus(status) => {
+            i32::from(status.code()) == UNAVAILABLE && status.message().contains("connect")
+        }
+        _ => false,
+    }
+}
+
 async fn call<T>(
     what: &str,
     fut: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
@@ -128,8 +146,7 @@ impl EtcdStore {
             )])
             .and_then([TxnOp::put(self.key.clone(), bytes, None)])
             .or_else([TxnOp::get(self.key.clone(), None)]);
-        let mut kv = self.client.kv_client();
-        let resp = call("write", kv.txn(txn)).await?;
+        let resp = self.send_txn(txn).await?;
         if resp.succeeded() {
             // The put is the transaction's only write: its revision is the header's.
             let revision = resp.header().map_or(0, |h| h.revision());
@@ -145,6 +162,25 @@ impl EtcdStore {
                 "write: conflict without the current state".into(),
             )),
         }
+    }
+
+    /// Sends `txn`, again (to the member the client picks next) while it could not be sent at
+    /// all: a member that is down must not refuse writes while the others hold quorum.
+    async fn send_txn(&self, txn: Txn) -> Result<etcd_client::TxnResponse, StoreError> {
+        let mut kv = self.client.kv_client();
+        for _ in 1..SEND_ATTEMPTS {
+            match timeout(CALL_TIMEOUT, kv.txn(txn.clone())).await {
+                Ok(Err(e)) if not_sent(&e) => {
+                    tracing::debug!(error = %e, "etcd write not sent; trying another member");
+                    tokio::time::sleep(RESEND_PAUSE).await;
+                }
+                Ok(result) => {
+                    return result.map_err(|e| StoreError::Unavailable(format!("write: {e}")))
+                }
+                Err(_) => break,
+            }
+        }
+        call("write", kv.txn(txn)).await
     }
 
     /// Sends the current state, then every change, to `changes` until it is closed;
