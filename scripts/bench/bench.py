@@ -18,6 +18,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,6 +39,9 @@ SCENARIOS = {
     "h1-ka-16k": dict(tool="wrk", url=f"http://127.0.0.1:{HTTP_PORT}/16k", conns=32),
     "h1-close": dict(tool="wrk", url=f"http://127.0.0.1:{HTTP_PORT}/100b", conns=16, close=True),
     "h1-ka-100-log": dict(tool="wrk", url=f"http://127.0.0.1:{HTTP_PORT}/100b", conns=32, log=True),
+    # Clients that send back the cookie they were given (HAProxy `cookie SRV insert indirect
+    # nocache`; nginx has no cookie insertion outside nginx Plus: `hash $cookie_SRV`).
+    "h1-sticky": dict(tool="wrk", url=f"http://127.0.0.1:{HTTP_PORT}/100b", conns=32, sticky=True),
     "tls-ka": dict(tool="wrk", url=f"https://127.0.0.1:{HTTPS_PORT}/100b", conns=32),
     "tls-full": dict(tool="ab", url=f"https://127.0.0.1:{HTTPS_PORT}/100b", conns=16),
     # wrk resumes no TLS 1.3 session (measured: full handshakes), hence a client of our own.
@@ -285,7 +289,9 @@ class Corral(Proxy):
         ]
         config = {
             "loadBalancers": [{"name": "bench", "lbConfig": {
-                "portRules": rules, "defaultCertificateId": "bench"}}],
+                "portRules": rules, "defaultCertificateId": "bench",
+                **({"stickinessPolicy": {"cookie": "SRV", "mode": "insert", "indirect": True,
+                                         "nocache": True}} if self.opts.get("sticky") else {})}}],
             "services": services,
             "certificates": [{"id": "bench", "certPath": str(self.work / "cert.pem"),
                               "keyPath": str(self.work / "key.pem")}],
@@ -321,6 +327,11 @@ class HAProxy(Proxy):
         servers = "\n".join(
             f"  server w{i + 1} 127.0.0.1:{p} weight {w[i]}" for i, p in enumerate(BACKEND_PORTS)
         )
+        sticky = self.opts.get("sticky")
+        http_servers = "\n".join(
+            f"  server w{i + 1} 127.0.0.1:{p} weight {w[i]}" + (f" cookie w{i + 1}" if sticky else "")
+            for i, p in enumerate(BACKEND_PORTS)
+        )
         logging = self.opts.get("log")
         write(self.work / "haproxy.cfg", f"""
 global
@@ -350,7 +361,8 @@ frontend tls
   default_backend web
 backend web
   balance roundrobin
-{servers}
+  {"cookie SRV insert indirect nocache" if sticky else ""}
+{http_servers}
 listen tcp
   mode tcp
   {"option tcplog" if logging else ""}
@@ -398,6 +410,7 @@ http {{
   keepalive_requests 10000000;
   keepalive_timeout 60s;
   upstream web {{
+    {"hash $cookie_SRV consistent;" if self.opts.get("sticky") else ""}
 {servers}
     keepalive 64;
   }}
@@ -444,6 +457,8 @@ def run_wrk(sc, seconds):
            "--timeout", "5s"]
     if sc.get("close"):
         cmd += ["-H", "Connection: close"]
+    for header in sc.get("headers", []):
+        cmd += ["-H", header]
     out = subprocess.run(cmd + [sc["url"]], capture_output=True, text=True, timeout=seconds + 30).stdout
     r = {"raw": out}
     m = re.search(r"(\d+) requests in ([\d.]+)(\w+),", out)
@@ -558,11 +573,18 @@ def run_idle(sc, proxy):
             "rss_idle_kib": rss, "open_s": time.time() - t0}
 
 
+def sticky_cookie(url):
+    """The cookie a first request is given (nginx gives none: any value hashes to a target)."""
+    with urllib.request.urlopen(url, timeout=5) as response:
+        set_cookie = response.headers.get("Set-Cookie")
+    return set_cookie.split(";")[0] if set_cookie else "SRV=w1"
+
+
 # ---------------------------------------------------------------- one measured run
 
 
 def measure(system, name, sc, seconds, args, work):
-    opts = {"log": sc.get("log", False)}
+    opts = {"log": sc.get("log", False), "sticky": sc.get("sticky", False)}
     if system in args.extra:
         proxy = Corral(work, opts, args.extra[system])
     else:
@@ -572,6 +594,8 @@ def measure(system, name, sc, seconds, args, work):
     try:
         if sc["tool"] == "idle":
             return run_idle(sc, proxy)
+        if sc.get("sticky"):
+            sc = dict(sc, headers=[f"Cookie: {sticky_cookie(sc['url'])}"])
         # Warm-up: fills the upstream pools and the TLS session caches.
         warm = dict(sc)
         if sc["tool"] == "h2load":

@@ -206,35 +206,45 @@ fn find_cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .find_map(|pair| {
-            let pair = pair.trim();
-            let c = Cookie::parse(pair).ok()?;
-            if c.name() != name {
-                return None;
-            }
-            let (_, value) = pair.split_once('=')?;
-            Some(value.trim().trim_matches('"'))
+            // No full cookie parse per pair: the value must be one of our ids (strictly 16
+            // hex digits, `CookieId::parse`), which is all the validation it needs.
+            let (pair_name, value) = pair.split_once('=')?;
+            (pair_name.trim() == name).then(|| value.trim().trim_matches('"'))
         })
 }
 
-/// Rewrites every `Cookie` header: cookie `name` is removed (`None`) or gets `value`.
+/// The name of a `name=value` pair of a `Cookie` header.
+fn pair_name(pair: &str) -> Option<&str> {
+    pair.split_once('=').map(|(name, _)| name.trim())
+}
+
+/// Rewrites every `Cookie` header: cookie `name` is removed (`None`) or gets `value`; the
+/// other pairs are kept as they came.
 fn rewrite_request_cookie(headers: &mut HeaderMap, name: &str, value: Option<&str>) {
-    let values: Vec<String> = headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .map(|v| {
-            v.split(';')
-                .map(str::trim)
-                .filter_map(|pair| match Cookie::parse(pair) {
-                    Ok(c) if c.name() == name => value.map(|v| format!("{name}={v}")),
-                    _ => Some(pair.to_string()),
-                })
-                .filter(|p| !p.is_empty())
-                .collect::<Vec<_>>()
-                .join("; ")
-        })
-        .filter(|v| !v.is_empty())
-        .collect();
+    let mut values = Vec::new();
+    for header_value in headers.get_all(header::COOKIE).iter() {
+        let Ok(pairs) = header_value.to_str() else {
+            continue;
+        };
+        let mut out = String::with_capacity(pairs.len());
+        for pair in pairs.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+            if !out.is_empty() {
+                out.push_str("; ");
+            }
+            if pair_name(pair) != Some(name) {
+                out.push_str(pair);
+            } else if let Some(value) = value {
+                out.push_str(name);
+                out.push('=');
+                out.push_str(value);
+            } else if out.ends_with("; ") {
+                out.truncate(out.len() - 2);
+            }
+        }
+        if !out.is_empty() {
+            values.push(out);
+        }
+    }
     headers.remove(header::COOKIE);
     for v in values {
         if let Ok(v) = HeaderValue::try_from(v) {
@@ -324,6 +334,25 @@ fn values_mut(headers: &mut HeaderMap, name: header::HeaderName) -> Vec<&mut Hea
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_cookie_rewrites_keep_the_other_pairs() {
+        let cases = [
+            ("a=1; SRV=x; b=2", None, Some("a=1; b=2")),
+            ("SRV=x; a=1", None, Some("a=1")),
+            ("a=1;SRV=x", None, Some("a=1")),
+            ("SRV=x", None, None),
+            ("SRV=id~v; a=1", Some("v"), Some("SRV=v; a=1")),
+            ("SRVX=1; a", None, Some("SRVX=1; a")),
+        ];
+        for (given, value, want) in cases {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::COOKIE, HeaderValue::from_static(given));
+            rewrite_request_cookie(&mut headers, "SRV", value);
+            let got = headers.get(header::COOKIE).map(|v| v.to_str().unwrap());
+            assert_eq!(got, want, "{given}");
+        }
+    }
 
     #[test]
     fn ids_are_stable_opaque_hex() {
