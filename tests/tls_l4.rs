@@ -411,3 +411,56 @@ async fn sni_routes_without_terminating() {
     let (cfg, _) = client_config(&[]);
     assert!(handshake(port, cfg, Some("one.test")).await.is_ok());
 }
+
+/// A TLS client that offers no ALPN may still speak h2 (prior knowledge) or HTTP/1.1; both are
+/// served, and an idle h2 connection is closed after `idleKeepalive` as on the other paths.
+#[tokio::test]
+async fn tls_without_alpn_serves_both_versions_and_idles_out() {
+    let default = cert(&["default.test"]);
+    let b = Backend::start("web", Behaviour::Name).await;
+    let port = free_port();
+    let config = format!(
+        r#"{{"loadBalancers":[{{"name":"lb","lbConfig":{{
+            "portRules":[{{"sourcePort":{port},"protocol":"https","serviceId":"web"}}],
+            "defaultCertificateId":"default"}}}}],
+          "services":[{{"ID":"web-1","Service":"web","Port":{}}}],
+          "certificates":[{}],"timeouts":{{"idleKeepalive":1000}}}}"#,
+        b.addr.port(),
+        cert_json("default", &default)
+    );
+    let _rt = corral(&config).await;
+    let get = |uri: &str| {
+        http::Request::get(uri)
+            .header("host", "default.test")
+            .body(Empty::<Bytes>::new())
+            .unwrap()
+    };
+
+    let (cfg, _) = client_config(&[]);
+    let tls = handshake(port, cfg, Some("default.test")).await.unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), None);
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    assert_eq!(sender.send_request(get("/")).await.unwrap().status(), 200);
+
+    let (cfg, _) = client_config(&[]);
+    let tls = handshake(port, cfg, Some("default.test")).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .unwrap();
+    let mut conn = tokio::spawn(conn);
+    let resp = sender
+        .send_request(get("https://default.test/"))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "web");
+    let closed = tokio::time::timeout(Duration::from_secs(4), &mut conn).await;
+    assert!(
+        closed.is_ok(),
+        "an idle h2 connection without ALPN stayed open"
+    );
+}

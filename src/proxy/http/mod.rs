@@ -94,13 +94,17 @@ pub async fn serve_connection<IO>(
                 .map_err(Into::into)
         }
         None => {
+            // h2 found by `auto` needs the idle cut too (an HTTP/1 connection is cut by hyper
+            // first, or finishes its request and closes).
+            let activity = Activity::new();
+            let io = activity.watch(io);
             let (head_timer, io) = timer::HeadTimer::new(io, idle, timeouts.request_headers());
             let mut builder = auto::Builder::new(TokioExecutor::new());
             http1_settings!(builder.http1(), head_timer, timeouts);
             builder.http2().timer(TokioTimer::new());
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
             let finish = |c: Pin<&mut _>| auto::UpgradeableConnection::graceful_shutdown(c);
-            until_done(conn, &drain, pending(), finish).await
+            until_done(conn, &drain, activity.idle_for(idle), finish).await
         }
     };
     if let Err(e) = result {
