@@ -351,3 +351,49 @@ async fn an_invalid_table_is_refused_and_the_old_one_keeps_serving() {
     let (status, _, body) = get(port, "x", "/").await;
     assert_eq!((status, body.as_str()), (StatusCode::OK, "b"));
 }
+
+/// `limits.upstreamMaxPerTarget`: a target with that many connections open is skipped (not
+/// marked as failing), and with every target full the answer is a quick 503.
+#[tokio::test]
+async fn targets_at_their_connection_limit_are_skipped_then_503() {
+    let a = Backend::start("a", Behaviour::Slow(Duration::from_millis(1500))).await;
+    let b = Backend::start("b", Behaviour::Slow(Duration::from_millis(1500))).await;
+    let port = free_port();
+    let config = format!(
+        r#"{{"loadBalancers":[{{"name":"lb","lbConfig":{{"portRules":[{{"sourcePort":{port},"serviceId":"web"}}]}}}}],
+          "services":[{},{}],"limits":{{"upstreamMaxPerTarget":1}}}}"#,
+        instance("a", "web", &a, 1),
+        instance("b", "web", &b, 1)
+    );
+    let rt = corral(&config).await;
+    // Two slow requests take the one connection each target may have...
+    let first = tokio::spawn(get(port, "x", "/1"));
+    let second = tokio::spawn(get(port, "x", "/2"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // ...so a third finds both full: 503 at once, not after the targets' 1.5 s.
+    let start = std::time::Instant::now();
+    let (status, headers, body) = get(port, "x", "/3").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(headers.contains_key("retry-after"));
+    assert!(start.elapsed() < Duration::from_millis(500));
+    let mut served = vec![first.await.unwrap().2, second.await.unwrap().2];
+    served.sort();
+    assert_eq!(
+        served,
+        ["a", "b"],
+        "the second request went to the free target"
+    );
+    // The connections are back in the pool: the next requests are served, and neither
+    // target was counted as failing.
+    let (status, _, _) = get(port, "x", "/4").await;
+    assert_eq!(status, StatusCode::OK);
+    let metrics = rt.shared().metrics.render();
+    let connect_errors = "corral_target_connect_errors_total";
+    assert!(metrics.lines().any(|l| l.starts_with(connect_errors)));
+    assert!(
+        !metrics
+            .lines()
+            .any(|l| l.starts_with(connect_errors) && !l.ends_with(" 0")),
+        "{metrics}"
+    );
+}

@@ -264,6 +264,9 @@ impl Default for Timeouts {
 pub struct Limits {
     /// Idle upstream connections kept per target.
     pub upstream_idle_per_target: usize,
+    /// Open connections per target, busy and idle (nginx's `max_conns`); 0: no limit. A
+    /// request that would need one more goes to another target, or is answered 503.
+    pub upstream_max_per_target: usize,
     /// Concurrent client connections per listener (HAProxy's `maxconn`).
     pub max_connections_per_listener: usize,
     /// UDP flows per listener; datagrams of new clients beyond it are dropped.
@@ -274,6 +277,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             upstream_idle_per_target: 64,
+            upstream_max_per_target: 0,
             max_connections_per_listener: 10_000,
             udp_max_flows: 10_000,
         }

@@ -19,6 +19,8 @@ pub enum ProxyError {
         target: Arc<str>,
         source: std::io::Error,
     },
+    #[error("target {target} is at its limit of {limit} open connections")]
+    AtCapacity { target: Arc<str>, limit: usize },
     #[error("target {target} did not answer within {secs:.1}s")]
     ResponseTimeout { target: Arc<str>, secs: f64 },
     #[error("target {target} failed: {source}")]
@@ -39,9 +41,9 @@ pub enum ProxyError {
 impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
-            ProxyError::ListenerClosing | ProxyError::NoTarget { .. } => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ProxyError::ListenerClosing
+            | ProxyError::NoTarget { .. }
+            | ProxyError::AtCapacity { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             // The client's own body failed the exchange: its fault, not the target's.
             ProxyError::Upstream {
@@ -68,6 +70,9 @@ impl ProxyError {
             ProxyError::ListenerClosing => "503 Service Unavailable: listener closing\n",
             ProxyError::NoRoute => "404 Not Found: no rule matches this host and path\n",
             ProxyError::NoTarget { .. } => "503 Service Unavailable: no usable target\n",
+            ProxyError::AtCapacity { .. } => {
+                "503 Service Unavailable: the targets are at their connection limit\n"
+            }
             ProxyError::Connect { .. } => "502 Bad Gateway: cannot connect to the target\n",
             ProxyError::Upstream {
                 source: UpstreamError::ClientBodyTimeout,
@@ -107,6 +112,7 @@ impl ProxyError {
     pub fn target(&self) -> Option<&str> {
         match self {
             ProxyError::Connect { target, .. }
+            | ProxyError::AtCapacity { target, .. }
             | ProxyError::ResponseTimeout { target, .. }
             | ProxyError::Upstream { target, .. }
             | ProxyError::UnsolicitedUpgrade { target } => Some(target),

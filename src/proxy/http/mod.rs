@@ -42,7 +42,7 @@ use crate::server::drain;
 use crate::sticky;
 use body::Payload;
 use log::AccessLog;
-use upstream::{Sender, UpstreamError};
+use upstream::{ConnectError, Sender, UpstreamError};
 
 /// Serves one client connection until it closes or a drain asks it to finish. `version` is
 /// what the client was found to speak ([`version::sniff`], ALPN); `None` lets hyper-util's
@@ -348,6 +348,10 @@ impl Proxy {
                     req = unsent;
                     e
                 }
+                Attempt::Full(unsent, e) => {
+                    req = unsent;
+                    e
+                }
                 Attempt::Reset(e) => {
                     passive.failure(target);
                     match &replay {
@@ -378,9 +382,9 @@ impl Proxy {
         req: Request<Payload>,
     ) -> Attempt {
         let timeouts = &table.timeouts;
-        let mut sender = match self.checkout(target, timeouts.upstream_connect()).await {
+        let mut sender = match self.checkout(table, target).await {
             Ok(sender) => sender,
-            Err(e) => return Attempt::NotSent(req, e),
+            Err(e) => return Attempt::unsent(req, e),
         };
         let response_timeout = timeouts.upstream_response();
         let exchange = async {
@@ -390,9 +394,9 @@ impl Proxy {
                     // The pooled connection closed before the request went out: a fresh
                     // connection gets the untouched request.
                     Some(req) => {
-                        sender = match self.connect(target, timeouts.upstream_connect()).await {
+                        sender = match self.connect(table, target).await {
                             Ok(sender) => sender,
-                            Err(e) => return Err(Attempt::NotSent(req, e)),
+                            Err(e) => return Err(Attempt::unsent(req, e)),
                         };
                         Box::pin(sender.send_request(req))
                             .await
@@ -415,34 +419,35 @@ impl Proxy {
         }
     }
 
-    async fn checkout(
-        &self,
-        target: &Target,
-        connect_timeout: std::time::Duration,
-    ) -> Result<Sender, ProxyError> {
+    async fn checkout(&self, table: &RoutingTable, target: &Target) -> Result<Sender, ProxyError> {
         if let Some(sender) = self.shared.pool.take_idle(target.addr) {
             return Ok(sender);
         }
-        self.connect(target, connect_timeout).await
+        self.connect(table, target).await
     }
 
-    /// A new connection to `target`; a failure counts in its connect errors.
+    /// A new connection to `target`; a failure counts in its connect errors (a target at its
+    /// connection limit has not failed).
     ///
     /// The connect state is boxed: most requests find a pooled connection, and every future
     /// on the request path is moved, and for h2 spawned, with all the room its slowest path
     /// needs.
-    async fn connect(
-        &self,
-        target: &Target,
-        connect_timeout: std::time::Duration,
-    ) -> Result<Sender, ProxyError> {
-        Box::pin(self.shared.pool.connect(target.addr, connect_timeout))
+    async fn connect(&self, table: &RoutingTable, target: &Target) -> Result<Sender, ProxyError> {
+        let timeout = table.timeouts.upstream_connect();
+        let max_open = table.limits.upstream_max_per_target;
+        Box::pin(self.shared.pool.connect(target.addr, timeout, max_open))
             .await
-            .map_err(|source| {
-                target.metrics.connect_errors.inc();
-                ProxyError::Connect {
+            .map_err(|source| match source {
+                ConnectError::AtCapacity(limit) => ProxyError::AtCapacity {
                     target: target.id.clone(),
-                    source: source.into(),
+                    limit,
+                },
+                source => {
+                    target.metrics.connect_errors.inc();
+                    ProxyError::Connect {
+                        target: target.id.clone(),
+                        source: source.into(),
+                    }
                 }
             })
     }
@@ -464,6 +469,8 @@ enum Attempt {
     Done(Sender, Response<Incoming>),
     /// Nothing was sent (connect failure): any request may go elsewhere.
     NotSent(Request<Payload>, ProxyError),
+    /// Nothing was sent because the target is at its connection limit: busy, not failing.
+    Full(Request<Payload>, ProxyError),
     /// The connection broke before any response: only a replayable request may go elsewhere.
     Reset(ProxyError),
     /// Not retried (timeout, malformed response).
@@ -471,6 +478,14 @@ enum Attempt {
 }
 
 impl Attempt {
+    fn unsent(req: Request<Payload>, e: ProxyError) -> Attempt {
+        if matches!(e, ProxyError::AtCapacity { .. }) {
+            Attempt::Full(req, e)
+        } else {
+            Attempt::NotSent(req, e)
+        }
+    }
+
     /// Only a connection that broke before any response may be retried: a stalled or invalid
     /// client body, or an invalid response, is the same wherever it is sent.
     fn upstream(target: &Target, source: UpstreamError) -> Attempt {
@@ -525,7 +540,10 @@ fn error_response(e: &ProxyError) -> Response<ProxyBody> {
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
-    if matches!(e, ProxyError::NoTarget { .. }) {
+    if matches!(
+        e,
+        ProxyError::NoTarget { .. } | ProxyError::AtCapacity { .. }
+    ) {
         response
             .headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));

@@ -224,6 +224,8 @@ impl Body for ClientBody {
 pub enum ConnectError {
     #[error("connect timed out after {0:?}")]
     Timeout(Duration),
+    #[error("at its limit of {0} open connections")]
+    AtCapacity(usize),
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }
@@ -232,6 +234,7 @@ impl From<ConnectError> for std::io::Error {
     fn from(e: ConnectError) -> std::io::Error {
         match e {
             ConnectError::Timeout(_) => std::io::Error::new(std::io::ErrorKind::TimedOut, e),
+            ConnectError::AtCapacity(_) => std::io::Error::new(std::io::ErrorKind::WouldBlock, e),
             ConnectError::Io(e) => e,
         }
     }
@@ -245,6 +248,26 @@ pub struct Pool {
 struct PoolInner {
     idle: Mutex<HashMap<SocketAddr, Vec<Sender>>>,
     max_idle_per_target: usize,
+    /// Connections open per target, busy or idle.
+    open: Mutex<HashMap<SocketAddr, usize>>,
+}
+
+/// One open connection to `addr`, counted while it lives.
+struct OpenSlot {
+    pool: Arc<PoolInner>,
+    addr: SocketAddr,
+}
+
+impl Drop for OpenSlot {
+    fn drop(&mut self) {
+        let mut open = self.pool.open.lock();
+        if let Some(n) = open.get_mut(&self.addr) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.addr);
+            }
+        }
+    }
 }
 
 impl Pool {
@@ -253,6 +276,7 @@ impl Pool {
             inner: Arc::new(PoolInner {
                 idle: Mutex::new(HashMap::new()),
                 max_idle_per_target,
+                open: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -269,12 +293,36 @@ impl Pool {
         None
     }
 
-    /// A new connection to `addr`, its driver task spawned.
+    /// A slot for one more connection to `addr`, unless `max_open` (0: no limit) are open.
+    fn reserve(&self, addr: SocketAddr, max_open: usize) -> Option<OpenSlot> {
+        let mut open = self.inner.open.lock();
+        let n = open.entry(addr).or_default();
+        if max_open > 0 && *n >= max_open {
+            return None;
+        }
+        *n += 1;
+        Some(OpenSlot {
+            pool: self.inner.clone(),
+            addr,
+        })
+    }
+
+    /// Connections open to `addr`, busy or idle.
+    pub fn open_to(&self, addr: SocketAddr) -> usize {
+        self.inner.open.lock().get(&addr).copied().unwrap_or(0)
+    }
+
+    /// A new connection to `addr`, its driver task spawned; refused without trying when
+    /// `max_open` connections to it are open already (0: no limit).
     pub async fn connect(
         &self,
         addr: SocketAddr,
         timeout: Duration,
+        max_open: usize,
     ) -> Result<Sender, ConnectError> {
+        let slot = self
+            .reserve(addr, max_open)
+            .ok_or(ConnectError::AtCapacity(max_open))?;
         let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
             .await
             .map_err(|_| ConnectError::Timeout(timeout))??;
@@ -284,6 +332,8 @@ impl Pool {
             .await
             .map_err(|e| ConnectError::Io(std::io::Error::other(e)))?;
         tokio::spawn(async move {
+            // The connection counts against the limit until its driver ends.
+            let _slot = slot;
             if let Err(e) = conn.with_upgrades().await {
                 tracing::debug!(%addr, error = %e, "upstream connection closed with error");
             }
