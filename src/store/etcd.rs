@@ -61,7 +61,15 @@ async fn call<T>(
     what: &str,
     fut: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
 ) -> Result<T, StoreError> {
-    match timeout(CALL_TIMEOUT, fut).await {
+    settle(what, timeout(CALL_TIMEOUT, fut).await)
+}
+
+/// A call's outcome within [`CALL_TIMEOUT`] as the store reports it.
+fn settle<T>(
+    what: &str,
+    outcome: Result<Result<T, etcd_client::Error>, tokio::time::error::Elapsed>,
+) -> Result<T, StoreError> {
+    match outcome {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(StoreError::Unavailable(format!("{what}: {e}"))),
         Err(_) => Err(StoreError::Unavailable(format!(
@@ -168,19 +176,17 @@ impl EtcdStore {
     /// all: a member that is down must not refuse writes while the others hold quorum.
     async fn send_txn(&self, txn: Txn) -> Result<etcd_client::TxnResponse, StoreError> {
         let mut kv = self.client.kv_client();
-        for _ in 1..SEND_ATTEMPTS {
+        let mut attempt = 1;
+        loop {
             match timeout(CALL_TIMEOUT, kv.txn(txn.clone())).await {
-                Ok(Err(e)) if not_sent(&e) => {
+                Ok(Err(e)) if not_sent(&e) && attempt < SEND_ATTEMPTS => {
                     tracing::debug!(error = %e, "etcd write not sent; trying another member");
+                    attempt += 1;
                     tokio::time::sleep(RESEND_PAUSE).await;
                 }
-                Ok(result) => {
-                    return result.map_err(|e| StoreError::Unavailable(format!("write: {e}")))
-                }
-                Err(_) => break,
+                outcome => return settle("write", outcome),
             }
         }
-        call("write", kv.txn(txn)).await
     }
 
     /// Sends the current state, then every change, to `changes` until it is closed;

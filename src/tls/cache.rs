@@ -66,19 +66,17 @@ impl CertCache {
     pub fn retain(&self, used: &HashSet<PemDigest>) {
         self.parsed.lock().retain(|digest, _| used.contains(digest));
     }
-
-    pub fn len(&self) -> usize {
-        self.parsed.lock().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl CertCache {
+        fn len(&self) -> usize {
+            self.parsed.lock().len()
+        }
+    }
 
     fn self_signed(name: &str) -> (String, String) {
         let key = rcgen::KeyPair::generate().unwrap();
@@ -112,7 +110,7 @@ mod tests {
         let (a_cert, _) = self_signed("a.test");
         let (_, b_key) = self_signed("b.test");
         assert!(cache.get_or_parse(&a_cert, &b_key, None).is_err());
-        assert!(cache.is_empty());
+        assert_eq!(cache.len(), 0);
     }
 
     #[test]

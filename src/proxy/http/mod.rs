@@ -77,8 +77,9 @@ pub async fn serve_connection<IO>(
             http1_settings!(http1, head_timer, timeouts)
                 // `max_buf_size` alone lets a read that completes the head overshoot it.
                 .max_header_size(MAX_HEAD_BYTES);
-            let conn = http1.serve_connection(TokioIo::new(io), service);
-            let conn = conn.with_upgrades();
+            let conn = http1
+                .serve_connection(TokioIo::new(io), service)
+                .with_upgrades();
             let finish = |c: Pin<&mut _>| http1::UpgradeableConnection::graceful_shutdown(c);
             until_done(conn, &drain, pending(), finish)
                 .await

@@ -307,11 +307,6 @@ impl Pool {
         })
     }
 
-    /// Connections open to `addr`, busy or idle.
-    pub fn open_to(&self, addr: SocketAddr) -> usize {
-        self.inner.open.lock().get(&addr).copied().unwrap_or(0)
-    }
-
     /// A new connection to `addr`, its driver task spawned; refused without trying when
     /// `max_open` connections to it are open already (0: no limit).
     pub async fn connect(
