@@ -110,6 +110,11 @@ impl RawBackend {
             .join("\n--\n")
     }
 
+    /// Connections accepted since the start (not cleared by [`RawBackend::reset`]).
+    pub fn conns(&self) -> usize {
+        self.state.lock().conns
+    }
+
     pub fn invalid(&self) -> usize {
         self.state.lock().invalid
     }
@@ -289,6 +294,29 @@ pub struct Response {
     pub status: u16,
     pub head: String,
     pub body: String,
+    /// The trailer section of a chunked body (each field ending in CRLF; empty if none).
+    pub trailers: String,
+}
+
+impl Response {
+    /// The values of header `name` (case-insensitive), trimmed, in order.
+    pub fn headers(&self, name: &str) -> Vec<String> {
+        self.head
+            .split("\r\n")
+            .skip(1)
+            .filter_map(|l| {
+                let (n, v) = l.split_once(':')?;
+                n.trim()
+                    .eq_ignore_ascii_case(name)
+                    .then(|| v.trim().to_string())
+            })
+            .collect()
+    }
+
+    /// The first value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers(name).into_iter().next()
+    }
 }
 
 /// What a client got for its bytes.
@@ -347,6 +375,13 @@ pub async fn exchange(port: u16, bytes: &[u8], want: usize, timeout: Duration) -
 }
 
 fn parse_response(buf: &[u8], eof: bool) -> Option<(usize, Response)> {
+    parse_response_to(buf, eof, false)
+}
+
+/// One response at the start of `buf`, and its length; `eof`: nothing more will come (a
+/// body without framing ends here); `head_request`: it answers a HEAD, so it has no body
+/// whatever its headers say.
+pub fn parse_response_to(buf: &[u8], eof: bool, head_request: bool) -> Option<(usize, Response)> {
     let end = find(buf, b"\r\n\r\n", 0)?;
     let head = String::from_utf8_lossy(&buf[..end]).into_owned();
     let status = head.split(' ').nth(1)?.parse::<u16>().ok()?;
@@ -359,7 +394,9 @@ fn parse_response(buf: &[u8], eof: bool) -> Option<(usize, Response)> {
         })
     };
     let start = end + 4;
-    let (len, body) = if (100..200).contains(&status) || status == 204 || status == 304 {
+    let mut trailers = String::new();
+    let no_body = head_request || (100..200).contains(&status) || status == 204 || status == 304;
+    let (len, body) = if no_body {
         (start, Vec::new())
     } else if header("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
         let mut pos = start;
@@ -371,6 +408,7 @@ fn parse_response(buf: &[u8], eof: bool) -> Option<(usize, Response)> {
             pos = eol + 2;
             if size == 0 {
                 let end = find(buf, b"\r\n\r\n", pos - 2)?;
+                trailers = String::from_utf8_lossy(&buf[pos..end + 2]).into_owned();
                 break (end + 4, body);
             }
             let end = pos.checked_add(size)?.checked_add(2)?;
@@ -398,8 +436,76 @@ fn parse_response(buf: &[u8], eof: bool) -> Option<(usize, Response)> {
             status,
             head,
             body: String::from_utf8_lossy(&body).into_owned(),
+            trailers,
         },
     ))
+}
+
+/// A keep-alive client connection in raw bytes: requests written as given, responses read
+/// one at a time.
+pub struct Conn {
+    stream: TcpStream,
+    buf: Vec<u8>,
+    eof: bool,
+}
+
+impl Conn {
+    pub async fn connect(port: u16) -> Conn {
+        let stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let _ = stream.set_nodelay(true);
+        Conn {
+            stream,
+            buf: Vec::new(),
+            eof: false,
+        }
+    }
+
+    pub async fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.unwrap();
+    }
+
+    /// The next response (`head_request`: to a HEAD, so without a body); `None` if the
+    /// connection ended or `timeout` passed before a complete one arrived.
+    pub async fn response(&mut self, head_request: bool, timeout: Duration) -> Option<Response> {
+        let deadline = Instant::now() + timeout;
+        let mut chunk = vec![0u8; 64 * 1024];
+        loop {
+            if let Some((len, resp)) = parse_response_to(&self.buf, self.eof, head_request) {
+                self.buf.drain(..len);
+                return Some(resp);
+            }
+            if self.eof {
+                return None;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, self.stream.read(&mut chunk)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => self.eof = true,
+                Ok(Ok(n)) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// Reads for `timeout`, or until the connection ends: whether it ended (closed or reset).
+    /// Bytes that arrive meanwhile are kept in [`Conn::rest`].
+    pub async fn ends_within(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut chunk = vec![0u8; 64 * 1024];
+        while !self.eof {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, self.stream.read(&mut chunk)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => self.eof = true,
+                Ok(Ok(n)) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(_) => return false,
+            }
+        }
+        true
+    }
+
+    /// Bytes received and not yet parsed as a response.
+    pub fn rest(&self) -> &[u8] {
+        &self.buf
+    }
 }
 
 /// What a case must produce at corral.
