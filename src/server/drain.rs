@@ -29,6 +29,11 @@ impl Signal {
 }
 
 impl Watch {
+    /// Whether a drain has been asked for already.
+    pub fn is_signaled(&self) -> bool {
+        *self.0.borrow()
+    }
+
     /// Resolves once a drain has been asked for. The watch itself stays held by its owner,
     /// so the drain keeps waiting until the owner is done and drops it.
     pub async fn signaled(&self) {

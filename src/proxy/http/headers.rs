@@ -131,6 +131,27 @@ impl Forwarded {
         headers.insert(&X_FORWARDED_PROTO, self.proto.clone());
         headers.insert(&X_FORWARDED_PORT, self.port.clone());
     }
+
+    /// The same three fields as raw HTTP/1 lines, after the `prior` `X-Forwarded-For` values
+    /// the client sent (for the relay, which forwards heads as bytes).
+    pub fn write_lines(&self, prior: &[&[u8]], out: &mut Vec<u8>) {
+        let client = self.client.as_ref().map(HeaderValue::as_bytes);
+        let mut values = prior.iter().copied().chain(client);
+        if let Some(first) = values.next() {
+            out.extend_from_slice(b"x-forwarded-for: ");
+            out.extend_from_slice(first);
+            for v in values {
+                out.extend_from_slice(b", ");
+                out.extend_from_slice(v);
+            }
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"x-forwarded-proto: ");
+        out.extend_from_slice(self.proto.as_bytes());
+        out.extend_from_slice(b"\r\nx-forwarded-port: ");
+        out.extend_from_slice(self.port.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
 }
 
 #[cfg(test)]

@@ -1,10 +1,12 @@
-//! The HTTP reverse proxy: HTTP/1.1 and h2 (prior knowledge) on one listener, HTTP/1.1 to
+//! The HTTP reverse proxy: HTTP/1.1 (the [`h1`] relay, hyper for what it hands over) and h2
+//! (prior knowledge) on one listener, HTTP/1.1 to
 //! targets. Per request, the phases are named after what they do: [`Proxy::route`] picks the
 //! rule, [`Proxy::upstream_request`] rewrites the request, [`Proxy::send`] picks a target and
 //! exchanges, [`Proxy::downstream_response`] rewrites the answer.
 
 mod body;
 mod error;
+mod h1;
 mod headers;
 mod log;
 mod replay;
@@ -31,6 +33,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 pub use body::ProxyBody;
 pub use error::ProxyError;
+pub use h1::ClientIo;
 pub use upstream::Pool;
 pub use version::HttpVersion;
 
@@ -45,9 +48,9 @@ use log::AccessLog;
 use upstream::{ConnectError, Sender, UpstreamError};
 
 /// Serves one client connection until it closes or a drain asks it to finish. `version` is
-/// what the client was found to speak ([`version::sniff`], ALPN); `None` lets hyper-util's
-/// `auto` connection find out.
-pub async fn serve_connection<IO>(
+/// what the client was found to speak ([`version::sniff`], ALPN); HTTP/1 goes to the relay
+/// ([`h1`]), h2 and `None` (not known yet) to hyper.
+pub async fn serve_connection<IO: ClientIo>(
     io: IO,
     version: Option<HttpVersion>,
     client: SocketAddr,
@@ -55,16 +58,31 @@ pub async fn serve_connection<IO>(
     scheme: &'static str,
     shared: Arc<Shared>,
     drain: drain::Watch,
-) where
-    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let timeouts = shared.table.load().timeouts;
+) {
     let proxy = Arc::new(Proxy {
         shared,
         client,
         port,
         forwarded: headers::Forwarded::new(client.ip(), scheme, port),
     });
+    match version {
+        Some(HttpVersion::Http1) => h1::serve(io, proxy, drain).await,
+        _ => serve_hyper(io, version, proxy, &drain).await,
+    }
+}
+
+/// Serves a connection with hyper: h2, HTTP/1 the relay hands over, or (`None`) either, as
+/// hyper-util's `auto` finds out.
+async fn serve_hyper<IO>(
+    io: IO,
+    version: Option<HttpVersion>,
+    proxy: Arc<Proxy>,
+    drain: &drain::Watch,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let client = proxy.client;
+    let timeouts = proxy.shared.table.load().timeouts;
     let service = service_fn(move |req| {
         let proxy = proxy.clone();
         async move { Ok::<_, Infallible>(proxy.handle(req).await) }
@@ -81,7 +99,7 @@ pub async fn serve_connection<IO>(
                 .serve_connection(TokioIo::new(io), service)
                 .with_upgrades();
             let finish = |c: Pin<&mut _>| http1::UpgradeableConnection::graceful_shutdown(c);
-            until_done(conn, &drain, pending(), finish)
+            until_done(conn, drain, pending(), finish)
                 .await
                 .map_err(Into::into)
         }
@@ -90,7 +108,7 @@ pub async fn serve_connection<IO>(
             let activity = Activity::new();
             let conn = h2_builder().serve_connection(TokioIo::new(activity.watch(io)), service);
             let finish = |c: Pin<&mut _>| http2::Connection::graceful_shutdown(c);
-            until_done(conn, &drain, activity.idle_for(idle), finish)
+            until_done(conn, drain, activity.idle_for(idle), finish)
                 .await
                 .map_err(Into::into)
         }
@@ -105,7 +123,7 @@ pub async fn serve_connection<IO>(
             builder.http2().timer(TokioTimer::new());
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
             let finish = |c: Pin<&mut _>| auto::UpgradeableConnection::graceful_shutdown(c);
-            until_done(conn, &drain, activity.idle_for(idle), finish).await
+            until_done(conn, drain, activity.idle_for(idle), finish).await
         }
     };
     if let Err(e) = result {
@@ -427,8 +445,7 @@ impl Proxy {
         self.connect(table, target).await
     }
 
-    /// A new connection to `target`; a failure counts in its connect errors (a target at its
-    /// connection limit has not failed).
+    /// A new connection to `target` (see [`connect_error`]).
     ///
     /// The connect state is boxed: most requests find a pooled connection, and every future
     /// on the request path is moved, and for h2 spawned, with all the room its slowest path
@@ -438,19 +455,7 @@ impl Proxy {
         let max_open = table.limits.upstream_max_per_target;
         Box::pin(self.shared.pool.connect(target.addr, timeout, max_open))
             .await
-            .map_err(|source| match source {
-                ConnectError::AtCapacity(limit) => ProxyError::AtCapacity {
-                    target: target.id.clone(),
-                    limit,
-                },
-                source => {
-                    target.metrics.connect_errors.inc();
-                    ProxyError::Connect {
-                        target: target.id.clone(),
-                        source: source.into(),
-                    }
-                }
-            })
+            .map_err(|e| connect_error(target, e))
     }
 
     fn downstream_response(
@@ -541,10 +546,7 @@ fn error_response(e: &ProxyError) -> Response<ProxyBody> {
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
-    if matches!(
-        e,
-        ProxyError::NoTarget { .. } | ProxyError::AtCapacity { .. }
-    ) {
+    if retry_after(e) {
         response
             .headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
@@ -555,4 +557,31 @@ fn error_response(e: &ProxyError) -> Response<ProxyBody> {
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     response
+}
+
+/// Whether an error answer tells the client to come back in a second: the targets are
+/// missing or busy, not broken.
+fn retry_after(e: &ProxyError) -> bool {
+    matches!(
+        e,
+        ProxyError::NoTarget { .. } | ProxyError::AtCapacity { .. }
+    )
+}
+
+/// A failed connect as the client's error; it counts in the target's connect errors (a
+/// target at its connection limit has not failed).
+fn connect_error(target: &Target, e: ConnectError) -> ProxyError {
+    match e {
+        ConnectError::AtCapacity(limit) => ProxyError::AtCapacity {
+            target: target.id.clone(),
+            limit,
+        },
+        source => {
+            target.metrics.connect_errors.inc();
+            ProxyError::Connect {
+                target: target.id.clone(),
+                source: source.into(),
+            }
+        }
+    }
 }

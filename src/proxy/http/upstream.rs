@@ -38,6 +38,10 @@ pub enum UpstreamError {
     Hyper(#[from] hyper::Error),
     #[error("invalid response framing: {0}")]
     InvalidResponse(&'static str),
+    #[error("{0}")]
+    Io(std::io::Error),
+    #[error("the connection closed before a response")]
+    ClosedEarly,
     #[error("the client's request body stalled")]
     ClientBodyTimeout,
     #[error("the client's request body is invalid: {0}")]
@@ -250,6 +254,25 @@ struct PoolInner {
     max_idle_per_target: usize,
     /// Connections open per target, busy or idle.
     open: Mutex<HashMap<SocketAddr, usize>>,
+    /// The HTTP/1 relay's idle connections: plain sockets, no driver task.
+    raw_idle: Mutex<HashMap<SocketAddr, Vec<RawConn>>>,
+}
+
+/// A plain TCP connection to a target, for the HTTP/1 relay; counted against the target's
+/// connection limit while it lives.
+pub struct RawConn {
+    pub stream: TcpStream,
+    _slot: OpenSlot,
+}
+
+impl RawConn {
+    /// Open, with nothing unread: a target that closed an idle connection, or sent bytes
+    /// nobody asked for, made it unusable. tokio remembers that no readiness event came, so
+    /// on a quiet socket this makes no system call.
+    fn is_idle(&self) -> bool {
+        let mut probe = [0u8; 1];
+        matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    }
 }
 
 /// One open connection to `addr`, counted while it lives.
@@ -277,6 +300,7 @@ impl Pool {
                 idle: Mutex::new(HashMap::new()),
                 max_idle_per_target,
                 open: Mutex::new(HashMap::new()),
+                raw_idle: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -307,14 +331,14 @@ impl Pool {
         })
     }
 
-    /// A new connection to `addr`, its driver task spawned; refused without trying when
-    /// `max_open` connections to it are open already (0: no limit).
-    pub async fn connect(
+    /// A new TCP connection to `addr`; refused without trying when `max_open` connections
+    /// to it are open already (0: no limit).
+    async fn open(
         &self,
         addr: SocketAddr,
         timeout: Duration,
         max_open: usize,
-    ) -> Result<Sender, ConnectError> {
+    ) -> Result<(TcpStream, OpenSlot), ConnectError> {
         let slot = self
             .reserve(addr, max_open)
             .ok_or(ConnectError::AtCapacity(max_open))?;
@@ -322,6 +346,53 @@ impl Pool {
             .await
             .map_err(|_| ConnectError::Timeout(timeout))??;
         let _ = stream.set_nodelay(true);
+        Ok((stream, slot))
+    }
+
+    /// A new connection to `addr` for the HTTP/1 relay (see [`Pool::open`]).
+    pub async fn connect_raw(
+        &self,
+        addr: SocketAddr,
+        timeout: Duration,
+        max_open: usize,
+    ) -> Result<RawConn, ConnectError> {
+        let (stream, slot) = self.open(addr, timeout, max_open).await?;
+        Ok(RawConn {
+            stream,
+            _slot: slot,
+        })
+    }
+
+    /// An idle relay connection to `addr` that is still open, if the pool has one.
+    pub fn take_idle_raw(&self, addr: SocketAddr) -> Option<RawConn> {
+        let mut idle = self.inner.raw_idle.lock();
+        let stack = idle.get_mut(&addr)?;
+        while let Some(conn) = stack.pop() {
+            if conn.is_idle() {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    /// Keeps a relay connection whose exchange ended cleanly for the next request to `addr`.
+    pub fn put_raw(&self, addr: SocketAddr, conn: RawConn) {
+        let mut idle = self.inner.raw_idle.lock();
+        let stack = idle.entry(addr).or_default();
+        stack.retain(RawConn::is_idle);
+        if stack.len() < self.inner.max_idle_per_target {
+            stack.push(conn);
+        }
+    }
+
+    /// A new connection to `addr`, its driver task spawned (see [`Pool::open`]).
+    pub async fn connect(
+        &self,
+        addr: SocketAddr,
+        timeout: Duration,
+        max_open: usize,
+    ) -> Result<Sender, ConnectError> {
+        let (stream, slot) = self.open(addr, timeout, max_open).await?;
         let (inner, conn) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await

@@ -1,0 +1,254 @@
+//! A target's response head, read by the relay: parsed with httparse, its framing decided by
+//! RFC 9112 §6.3, and rewritten for the client in the same pass (hop-by-hop fields out).
+//! What the target and corral could read differently (both `Content-Length` and
+//! `Transfer-Encoding`, two lengths, a coding other than `chunked`) is refused: the client
+//! gets a 502 and the connection to the target is closed.
+
+use std::mem::MaybeUninit;
+
+use super::super::MAX_HEADERS;
+
+/// How the body after a response head ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// No body: HEAD, 204, 304.
+    Empty,
+    Length(u64),
+    /// Passed through as it comes; [`super::chunked::ChunkedScanner`] finds its end.
+    Chunked,
+    /// Ends when the target closes.
+    UntilClose,
+}
+
+#[derive(Debug)]
+pub struct ResponseHead {
+    pub status: u16,
+    /// Length of the head in the buffer it was parsed from.
+    pub len: usize,
+    pub framing: Framing,
+    /// The target will take another request on this connection afterwards.
+    pub reusable: bool,
+    /// The head as the client gets it, without the final empty line (the relay may still add
+    /// `connection: close`).
+    pub client: Vec<u8>,
+}
+
+pub enum Parsed {
+    Partial,
+    /// A 1xx interim response of this length: skipped, the final one follows.
+    Interim(usize),
+    Final(ResponseHead),
+}
+
+/// Why a response head was refused.
+pub type Invalid = &'static str;
+
+/// Parses the response head at the start of `buf`; `head_request` says its body is empty
+/// whatever the framing fields say.
+pub fn parse(buf: &[u8], head_request: bool) -> Result<Parsed, Invalid> {
+    let mut fields = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut res = httparse::Response::new(&mut []);
+    let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut res,
+        buf,
+        &mut fields,
+    ) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
+        Err(_) => return Err("malformed response head"),
+    };
+    let status = res.code.ok_or("malformed response head")?;
+    if status == 101 {
+        return Err("101 to a request that asked for no upgrade");
+    }
+    if (100..200).contains(&status) {
+        return Ok(Parsed::Interim(len));
+    }
+    let mut length: Option<u64> = None;
+    let mut chunked = false;
+    let mut keep_alive = res.version == Some(1);
+    // Fields the target's `Connection` names are hop-by-hop too; they are rare, so the
+    // head is only walked twice when there are some.
+    let mut listed = false;
+    for h in res.headers.iter() {
+        if !matches!(h.name.len(), 10 | 14 | 17) {
+            // Not one of the three below: most fields are ruled out by their length.
+        } else if h.name.eq_ignore_ascii_case("content-length") {
+            let n = parse_length(h.value).ok_or("invalid content-length")?;
+            if length.is_some_and(|l| l != n) {
+                return Err("two different content-lengths");
+            }
+            length = Some(n);
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            if chunked || !h.value.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+                return Err("transfer-encoding other than chunked");
+            }
+            chunked = true;
+        } else if h.name.eq_ignore_ascii_case("connection") {
+            for token in h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                if token.eq_ignore_ascii_case(b"close") {
+                    keep_alive = false;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                    keep_alive |= res.version == Some(0);
+                } else if !token.is_empty() {
+                    listed = true;
+                }
+            }
+        }
+    }
+    if chunked && length.is_some() {
+        return Err("both content-length and transfer-encoding");
+    }
+    let framing = if head_request || status == 204 || status == 304 {
+        Framing::Empty
+    } else if chunked {
+        Framing::Chunked
+    } else if let Some(n) = length {
+        Framing::Length(n)
+    } else {
+        Framing::UntilClose
+    };
+
+    // Room for the body bytes read with the head too: they follow it in one write.
+    let mut client = Vec::with_capacity(buf.len() + 32);
+    client.extend_from_slice(b"HTTP/1.1 ");
+    super::request::push_decimal(&mut client, u64::from(status));
+    client.push(b' ');
+    client.extend_from_slice(res.reason.unwrap_or("").as_bytes());
+    client.extend_from_slice(b"\r\n");
+    let connection: Vec<&[u8]> = if listed {
+        res.headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+            .flat_map(|h| h.value.split(|&b| b == b','))
+            .map(<[u8]>::trim_ascii)
+            .collect()
+    } else {
+        Vec::new()
+    };
+    for h in res.headers.iter() {
+        let name = h.name.as_bytes();
+        if hop_by_hop(name).is_some_and(|f| !(chunked && f == b"transfer-encoding"))
+            || connection.iter().any(|c| c.eq_ignore_ascii_case(name))
+        {
+            continue;
+        }
+        client.extend_from_slice(name);
+        client.extend_from_slice(b": ");
+        client.extend_from_slice(h.value);
+        client.extend_from_slice(b"\r\n");
+    }
+    Ok(Parsed::Final(ResponseHead {
+        status,
+        len,
+        framing,
+        reusable: keep_alive && framing != Framing::UntilClose,
+        client,
+    }))
+}
+
+/// The RFC 9110 §7.6.1 field `name` is, if it concerns one connection only.
+/// `Transfer-Encoding` is one, but a chunked body passed through as it is keeps it.
+fn hop_by_hop(name: &[u8]) -> Option<&'static [u8]> {
+    let candidates: &[&'static [u8]] = match name.len() {
+        2 => &[b"te"],
+        7 => &[b"trailer", b"upgrade"],
+        10 => &[b"connection", b"keep-alive"],
+        16 => &[b"proxy-connection"],
+        17 => &[b"transfer-encoding"],
+        _ => &[],
+    };
+    candidates
+        .iter()
+        .copied()
+        .find(|f| f.eq_ignore_ascii_case(name))
+}
+
+fn parse_length(value: &[u8]) -> Option<u64> {
+    let value = value.trim_ascii();
+    if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(value).ok()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(raw: &str, head_request: bool) -> Result<ResponseHead, Invalid> {
+        match parse(raw.as_bytes(), head_request)? {
+            Parsed::Final(h) => Ok(h),
+            _ => panic!("not final: {raw}"),
+        }
+    }
+
+    #[test]
+    fn framing_by_rfc_9112() {
+        let h = head("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", false).unwrap();
+        assert_eq!((h.framing, h.reusable), (Framing::Length(5), true));
+        let h = head(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            false,
+        )
+        .unwrap();
+        assert_eq!(h.framing, Framing::Chunked);
+        assert!(String::from_utf8(h.client)
+            .unwrap()
+            .contains("Transfer-Encoding: chunked"));
+        let h = head("HTTP/1.1 200 OK\r\n\r\n", false).unwrap();
+        assert_eq!((h.framing, h.reusable), (Framing::UntilClose, false));
+        let h = head("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", true).unwrap();
+        assert_eq!(h.framing, Framing::Empty);
+        let h = head("HTTP/1.1 304 Not Modified\r\n\r\n", false).unwrap();
+        assert_eq!((h.framing, h.reusable), (Framing::Empty, true));
+        let h = head("HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n", false).unwrap();
+        assert!(!h.reusable);
+        let h = head(
+            "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 1\r\n\r\n",
+            false,
+        )
+        .unwrap();
+        assert!(h.reusable);
+        let h = head(
+            "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\n",
+            false,
+        )
+        .unwrap();
+        assert!(!h.reusable);
+    }
+
+    #[test]
+    fn ambiguous_framing_is_refused() {
+        for raw in [
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: -5\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            "HTTP/1.1 101 Switching Protocols\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nX: a\r\n folded\r\n\r\n",
+        ] {
+            assert!(parse(raw.as_bytes(), false).is_err(), "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn hop_by_hop_fields_stay_with_the_target() {
+        let h = head(
+            "HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Private\r\nKeep-Alive: timeout=5\r\n\
+             X-Private: 1\r\nServer: s\r\nContent-Length: 0\r\n\r\n",
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            String::from_utf8(h.client).unwrap(),
+            "HTTP/1.1 200 OK\r\nServer: s\r\nContent-Length: 0\r\n"
+        );
+    }
+
+    #[test]
+    fn interim_responses_are_skipped() {
+        let raw = b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\n";
+        assert!(matches!(parse(raw, false), Ok(Parsed::Interim(40))));
+    }
+}
