@@ -67,7 +67,9 @@ pub async fn serve_connection<IO: ClientIo>(
     });
     match version {
         Some(HttpVersion::Http1) => h1::serve(io, proxy, drain).await,
-        _ => serve_hyper(io, version, proxy, &drain).await,
+        // Boxed: a connection task is as large as its largest state for its whole life, and
+        // hyper's h2 connection is kilobytes that a relayed connection would carry unused.
+        _ => Box::pin(serve_hyper(io, version, proxy, &drain)).await,
     }
 }
 
