@@ -552,3 +552,24 @@ async fn target_connection_close_and_keep_alive_stay_upstream() {
     })
     .await;
 }
+
+/// A plain client's first bytes decide between HTTP/1 and h2 (prior knowledge): a first
+/// segment that could still be the h2 preface (`P`) is waited on, not misread.
+#[tokio::test]
+async fn a_first_segment_like_the_h2_preface_is_waited_on() {
+    bounded(async {
+        let (backend, port, _rt) = setup().await;
+        backend.reset(vec![Reply::Echo]);
+        let mut conn = Conn::connect(port).await;
+        conn.send(b"P").await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        conn.send(b"OST /after-p HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n")
+            .await;
+        let r = response(&mut conn, "POST split after P").await;
+        assert_eq!(r.status, 200);
+        assert_eq!(backend.requests()[0].target(), "/after-p");
+        let (status, body) = h2_get(port, "h", "/h2").await;
+        assert_eq!((status.as_u16(), body.as_str()), (200, "/h2"));
+    })
+    .await;
+}

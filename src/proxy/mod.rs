@@ -14,7 +14,6 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::config::Protocol;
 use crate::metrics::{counting, ListenerMetrics};
-use crate::proxy::http::version::FirstBytes;
 use crate::runtime::Shared;
 use crate::server::drain;
 
@@ -46,18 +45,9 @@ pub async fn serve(
     };
     match (listener.protocol, &listener.tls) {
         (Protocol::Http, _) => {
-            let idle = table.timeouts.idle_keepalive();
             drop(table);
-            let first = tokio::select! {
-                first = http::version::sniff(stream.get_ref(), idle) => first,
-                () = drain.signaled() => FirstBytes::Nothing,
-            };
-            let version = match first {
-                FirstBytes::Nothing => return,
-                FirstBytes::Speaks(version) => Some(version),
-                FirstBytes::Unclear => None,
-            };
-            http::serve_connection(stream, version, client, port, "http", shared, drain).await;
+            // `None`: the relay tells HTTP/1 from h2 by the first bytes.
+            http::serve_connection(stream, None, client, port, "http", shared, drain).await;
         }
         (Protocol::Https, Some(tls)) => {
             let handshake = table.timeouts.handshake();

@@ -48,8 +48,9 @@ use log::AccessLog;
 use upstream::{ConnectError, Sender, UpstreamError};
 
 /// Serves one client connection until it closes or a drain asks it to finish. `version` is
-/// what the client was found to speak ([`version::sniff`], ALPN); HTTP/1 goes to the relay
-/// ([`h1`]), h2 and `None` (not known yet) to hyper.
+/// what a TLS client agreed to by ALPN; `None` for a plain TCP client (the relay tells
+/// HTTP/1 from h2 by its first bytes) and for a TLS client that offered no ALPN (hyper-util's
+/// `auto` finds out). HTTP/1 goes to the relay ([`h1`]), the rest to hyper.
 pub async fn serve_connection<IO: ClientIo>(
     io: IO,
     version: Option<HttpVersion>,
@@ -66,7 +67,8 @@ pub async fn serve_connection<IO: ClientIo>(
         forwarded: headers::Forwarded::new(client.ip(), scheme, port),
     });
     match version {
-        Some(HttpVersion::Http1) => h1::serve(io, proxy, drain).await,
+        Some(HttpVersion::Http1) => h1::serve(io, proxy, drain, false).await,
+        None if io.plain_socket().is_some() => h1::serve(io, proxy, drain, true).await,
         // Boxed: a connection task is as large as its largest state for its whole life, and
         // hyper's h2 connection is kilobytes that a relayed connection would carry unused.
         _ => Box::pin(serve_hyper(io, version, proxy, &drain)).await,

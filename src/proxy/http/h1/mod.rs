@@ -30,6 +30,7 @@ use tokio::net::TcpStream;
 use super::error::ProxyError;
 use super::log::AccessLog;
 use super::upstream::{RawConn, UpstreamError};
+use super::version::{classify, FirstBytes};
 use super::{HttpVersion, Proxy, MAX_HEAD_BYTES};
 use crate::balance::{Target, TargetGroup};
 use crate::io::Rewind;
@@ -65,20 +66,20 @@ const TARGET_HEAD_READ: usize = 4 * 1024;
 const TARGET_READ: usize = 16 * 1024;
 
 /// Serves one client connection until it closes, a drain asks it to finish, or a request
-/// needs hyper (which then serves the rest).
-pub async fn serve<IO: ClientIo>(mut io: IO, proxy: Arc<Proxy>, drain: drain::Watch) {
+/// needs hyper (which then serves the rest). With `maybe_h2`, first bytes that are the h2
+/// preface give the connection to hyper's h2.
+pub async fn serve<IO: ClientIo>(
+    mut io: IO,
+    proxy: Arc<Proxy>,
+    drain: drain::Watch,
+    mut maybe_h2: bool,
+) {
     let mut buf = BytesMut::new();
     // One wait for the drain signal for the connection's life, not one per request.
     let draining = drain.signaled();
     tokio::pin!(draining);
     loop {
         let table = proxy.shared.table.load_full();
-        let sticky = table
-            .listener(proxy.port)
-            .is_some_and(|l| l.stickiness.is_some());
-        if sticky {
-            return handoff(io, buf, proxy, drain.clone()).await;
-        }
         let timeouts = table.timeouts;
         if buf.is_empty() {
             // Between requests the connection keeps no buffer.
@@ -89,12 +90,34 @@ pub async fn serve<IO: ClientIo>(mut io: IO, proxy: Arc<Proxy>, drain: drain::Wa
             }
         }
         let deadline = tokio::time::Instant::now() + timeouts.request_headers();
+        while maybe_h2 {
+            match classify(&buf) {
+                FirstBytes::Speaks(HttpVersion::H2) => {
+                    return handoff(io, buf, proxy, drain.clone(), HttpVersion::H2).await
+                }
+                FirstBytes::Speaks(HttpVersion::Http1) => maybe_h2 = false,
+                FirstBytes::Unclear => {
+                    match tokio::time::timeout_at(deadline, read(&mut io, &mut buf)).await {
+                        Ok(Ok(n)) if n > 0 => {}
+                        _ => return,
+                    }
+                }
+            }
+        }
+        let sticky = table
+            .listener(proxy.port)
+            .is_some_and(|l| l.stickiness.is_some());
+        if sticky {
+            return handoff(io, buf, proxy, drain.clone(), HttpVersion::Http1).await;
+        }
         let head = loop {
             match request::parse(&buf, &proxy.forwarded) {
                 Parsed::Request(head) => break head,
-                Parsed::Handoff => return handoff(io, buf, proxy, drain.clone()).await,
+                Parsed::Handoff => {
+                    return handoff(io, buf, proxy, drain.clone(), HttpVersion::Http1).await
+                }
                 Parsed::Partial if buf.len() >= MAX_HEAD_BYTES => {
-                    return handoff(io, buf, proxy, drain.clone()).await
+                    return handoff(io, buf, proxy, drain.clone(), HttpVersion::Http1).await
                 }
                 Parsed::Partial => {
                     // Closed, failed, or too slow (slowloris): like hyper, close unanswered.
@@ -193,15 +216,15 @@ async fn read_body<IO: ClientIo>(
 }
 
 /// Hands the connection to hyper, the bytes read so far first.
-async fn handoff<IO: ClientIo>(io: IO, buf: BytesMut, proxy: Arc<Proxy>, drain: drain::Watch) {
+async fn handoff<IO: ClientIo>(
+    io: IO,
+    buf: BytesMut,
+    proxy: Arc<Proxy>,
+    drain: drain::Watch,
+    version: HttpVersion,
+) {
     let io = Rewind::new(io, buf.freeze());
-    Box::pin(super::serve_hyper(
-        io,
-        Some(HttpVersion::Http1),
-        proxy,
-        &drain,
-    ))
-    .await;
+    Box::pin(super::serve_hyper(io, Some(version), proxy, &drain)).await;
 }
 
 /// One request through the relay.
