@@ -170,6 +170,9 @@ pub(crate) fn bind_tcp(addr: SocketAddr) -> std::io::Result<TcpListener> {
     // Restarts must not wait for TIME_WAIT sockets of the previous process.
     socket.set_reuse_address(true)?;
     socket.set_nonblocking(true)?;
+    // Linux gives accepted sockets the listener's TCP_NODELAY: set once here, not with a
+    // system call per connection.
+    socket.set_nodelay(true)?;
     socket.bind(&addr.into())?;
     socket.listen(4096)?;
     TcpListener::from_std(socket.into())
@@ -207,7 +210,6 @@ async fn accept_loop(
                 }
             },
         };
-        let _ = stream.set_nodelay(true);
         let shared = shared.clone();
         let watch = watch.clone();
         tokio::spawn(async move {

@@ -28,7 +28,6 @@ use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 pub use body::ProxyBody;
@@ -48,9 +47,9 @@ use log::AccessLog;
 use upstream::{ConnectError, Sender, UpstreamError};
 
 /// Serves one client connection until it closes or a drain asks it to finish. `version` is
-/// what a TLS client agreed to by ALPN; `None` for a plain TCP client (the relay tells
-/// HTTP/1 from h2 by its first bytes) and for a TLS client that offered no ALPN (hyper-util's
-/// `auto` finds out). HTTP/1 goes to the relay ([`h1`]), the rest to hyper.
+/// what a TLS client agreed to by ALPN; `None` for a plain TCP client and a TLS one that
+/// offered no ALPN, whose first bytes tell (the h2 preface or not). HTTP/1 is the relay's
+/// ([`h1`]), h2 hyper's.
 pub async fn serve_connection<IO: ClientIo>(
     io: IO,
     version: Option<HttpVersion>,
@@ -68,21 +67,16 @@ pub async fn serve_connection<IO: ClientIo>(
     });
     match version {
         Some(HttpVersion::Http1) => h1::serve(io, proxy, drain, false).await,
-        None if io.plain_socket().is_some() => h1::serve(io, proxy, drain, true).await,
+        None => h1::serve(io, proxy, drain, true).await,
         // Boxed: a connection task is as large as its largest state for its whole life, and
         // hyper's h2 connection is kilobytes that a relayed connection would carry unused.
-        _ => Box::pin(serve_hyper(io, version, proxy, &drain)).await,
+        Some(HttpVersion::H2) => Box::pin(serve_hyper(io, HttpVersion::H2, proxy, &drain)).await,
     }
 }
 
-/// Serves a connection with hyper: h2, HTTP/1 the relay hands over, or (`None`) either, as
-/// hyper-util's `auto` finds out.
-async fn serve_hyper<IO>(
-    io: IO,
-    version: Option<HttpVersion>,
-    proxy: Arc<Proxy>,
-    drain: &drain::Watch,
-) where
+/// Serves a connection with hyper: h2, or HTTP/1 from a request the relay hands over on.
+async fn serve_hyper<IO>(io: IO, version: HttpVersion, proxy: Arc<Proxy>, drain: &drain::Watch)
+where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let client = proxy.client;
@@ -93,40 +87,28 @@ async fn serve_hyper<IO>(
     });
     let idle = timeouts.idle_keepalive();
     let result = match version {
-        Some(HttpVersion::Http1) => {
+        HttpVersion::Http1 => {
             let (head_timer, io) = timer::HeadTimer::new(io, idle, timeouts.request_headers());
             let mut http1 = http1::Builder::new();
-            http1_settings!(http1, head_timer, timeouts)
+            http1
+                .timer(head_timer)
+                .header_read_timeout(timeouts.request_headers())
+                .ignore_invalid_headers(false)
+                .max_headers(MAX_HEADERS)
+                .max_buf_size(MAX_HEAD_BYTES)
                 // `max_buf_size` alone lets a read that completes the head overshoot it.
                 .max_header_size(MAX_HEAD_BYTES);
             let conn = http1
                 .serve_connection(TokioIo::new(io), service)
                 .with_upgrades();
             let finish = |c: Pin<&mut _>| http1::UpgradeableConnection::graceful_shutdown(c);
-            until_done(conn, drain, pending(), finish)
-                .await
-                .map_err(Into::into)
+            until_done(conn, drain, pending(), finish).await
         }
-        Some(HttpVersion::H2) => {
+        HttpVersion::H2 => {
             // hyper's h1 connection cuts idle keep-alives itself; its h2 one never does.
             let activity = Activity::new();
             let conn = h2_builder().serve_connection(TokioIo::new(activity.watch(io)), service);
             let finish = |c: Pin<&mut _>| http2::Connection::graceful_shutdown(c);
-            until_done(conn, drain, activity.idle_for(idle), finish)
-                .await
-                .map_err(Into::into)
-        }
-        None => {
-            // h2 found by `auto` needs the idle cut too (an HTTP/1 connection is cut by hyper
-            // first, or finishes its request and closes).
-            let activity = Activity::new();
-            let io = activity.watch(io);
-            let (head_timer, io) = timer::HeadTimer::new(io, idle, timeouts.request_headers());
-            let mut builder = auto::Builder::new(TokioExecutor::new());
-            http1_settings!(builder.http1(), head_timer, timeouts);
-            builder.http2().timer(TokioTimer::new());
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-            let finish = |c: Pin<&mut _>| auto::UpgradeableConnection::graceful_shutdown(c);
             until_done(conn, drain, activity.idle_for(idle), finish).await
         }
     };
@@ -134,20 +116,6 @@ async fn serve_hyper<IO>(
         tracing::debug!(%client, error = %e, "client connection ended with an error");
     }
 }
-
-/// The HTTP/1 settings of both hyper's builder and hyper-util's `auto` one (two types with
-/// the same methods).
-macro_rules! http1_settings {
-    ($builder:expr, $head_timer:expr, $timeouts:expr) => {
-        $builder
-            .timer($head_timer)
-            .header_read_timeout($timeouts.request_headers())
-            .ignore_invalid_headers(false)
-            .max_headers(MAX_HEADERS)
-            .max_buf_size(MAX_HEAD_BYTES)
-    };
-}
-use http1_settings;
 
 /// Header fields in one request head; more is answered 431.
 const MAX_HEADERS: usize = 100;

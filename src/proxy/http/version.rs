@@ -1,9 +1,8 @@
 //! Which HTTP a client speaks, known before any parser reads a byte.
 //!
-//! A TLS client says it by ALPN. A plain TCP client's first bytes say it: the h2 connection
-//! preface, or anything else (HTTP/1). The relay reads them ([`classify`]) and gives an h2
-//! client to hyper's h2 connection with the bytes read so far. Only a TLS client that offers
-//! no ALPN goes through hyper-util's `auto`, which finds out itself.
+//! A TLS client says it by ALPN. Otherwise (plain TCP, TLS without ALPN) the first bytes say
+//! it: the h2 connection preface, or anything else (HTTP/1). The relay reads them
+//! ([`classify`]) and gives an h2 client to hyper's h2 connection with the bytes read so far.
 
 /// The h2 connection preface (RFC 9113 §3.4).
 const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";

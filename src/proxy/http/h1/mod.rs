@@ -224,7 +224,7 @@ async fn handoff<IO: ClientIo>(
     version: HttpVersion,
 ) {
     let io = Rewind::new(io, buf.freeze());
-    Box::pin(super::serve_hyper(io, Some(version), proxy, &drain)).await;
+    Box::pin(super::serve_hyper(io, version, proxy, &drain)).await;
 }
 
 /// One request through the relay.
