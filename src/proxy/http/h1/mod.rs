@@ -9,8 +9,8 @@
 //!
 //! It takes only what it can forward without doubt about its meaning; anything else (see
 //! [`request`]) is handed, with the bytes read so far, to hyper's connection, which serves
-//! the connection from then on. Sticky listeners are hyper's too (the cookie logic works on
-//! header maps).
+//! the connection from then on. On a sticky listener, the `Cookie`, `Set-Cookie` and
+//! `Cache-Control` fields alone go through a header map, for the stickiness policy.
 
 mod chunked;
 mod request;
@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::{StatusCode, Uri};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -33,10 +34,12 @@ use super::upstream::{RawConn, UpstreamError};
 use super::version::{classify, FirstBytes};
 use super::{HttpVersion, Proxy, MAX_HEAD_BYTES};
 use crate::balance::{Target, TargetGroup};
+use crate::config::StickinessPolicy;
 use crate::io::Rewind;
 use crate::metrics::CountingIo;
 use crate::routing::{normalize_host, RoutingTable};
 use crate::server::drain;
+use crate::sticky::{self, StickyMetrics};
 use request::{Parsed, RequestHead};
 use response::{Framing, ResponseHead};
 
@@ -107,11 +110,8 @@ pub async fn serve<IO: ClientIo>(
         let sticky = table
             .listener(proxy.port)
             .is_some_and(|l| l.stickiness.is_some());
-        if sticky {
-            return handoff(io, buf, proxy, drain.clone(), HttpVersion::Http1).await;
-        }
         let head = loop {
-            match request::parse(&buf, &proxy.forwarded) {
+            match request::parse(&buf, &proxy.forwarded, sticky) {
                 Parsed::Request(head) => break head,
                 Parsed::Handoff => {
                     return handoff(io, buf, proxy, drain.clone(), HttpVersion::Http1).await
@@ -245,6 +245,19 @@ struct Answer<'g> {
     /// What was read after the head.
     rest: BytesMut,
     head: ResponseHead,
+    /// What a sticky listener's cookie said, for the response's cookie.
+    sticky: Option<sticky::Decision<'g>>,
+}
+
+/// The request as it goes to a target.
+#[derive(Clone, Copy)]
+struct Outbound<'r> {
+    head: &'r [u8],
+    body: &'r [u8],
+    /// HEAD: the response has no body whatever its framing fields say.
+    head_request: bool,
+    /// A sticky listener: the response's cookie fields are held for the policy.
+    hold_cookies: bool,
 }
 
 /// How one try with a target failed.
@@ -270,7 +283,7 @@ enum Round {
     Invalid(UpstreamError),
 }
 
-impl Exchange<'_> {
+impl<'a> Exchange<'a> {
     /// Serves the request; `false` when the client connection must close afterwards.
     async fn run<IO: ClientIo>(self, io: &mut IO) -> bool {
         let path = self.text(self.head.path.clone());
@@ -330,9 +343,9 @@ impl Exchange<'_> {
         host: Option<&str>,
         path: &str,
         log: &mut AccessLog,
-    ) -> Result<Answer<'_>, ProxyError> {
-        let listener = self
-            .table
+    ) -> Result<Answer<'a>, ProxyError> {
+        let table: &'a RoutingTable = self.table;
+        let listener = table
             .listener(self.proxy.port)
             .ok_or(ProxyError::ListenerClosing)?;
         let route = listener
@@ -341,18 +354,34 @@ impl Exchange<'_> {
             .ok_or(ProxyError::NoRoute)?;
         log.rule = Some(route.name.clone());
         log.group = Some(route.group);
-        let group: &TargetGroup = self.table.group(route.group);
+        let group: &'a TargetGroup = table.group(route.group);
         let passive = &self.proxy.shared.passive;
-        let mut target = group
-            .pick(|t| passive.usable(t))
-            .ok_or_else(|| ProxyError::NoTarget {
-                service: group.service.clone(),
-            })?;
+        let (sticky, sticky_head) = match (&listener.stickiness, &route.sticky) {
+            (Some(policy), Some(metrics)) => {
+                let (decision, head) = self.sticky_request(policy, metrics, group);
+                (Some(decision), Some(head))
+            }
+            _ => (None, None),
+        };
+        let outbound = Outbound {
+            head: sticky_head.as_deref().unwrap_or(&self.head.upstream),
+            body: &self.request[self.head.len..],
+            head_request: self.head.method == http::Method::HEAD,
+            hold_cookies: sticky.is_some(),
+        };
+        let mut target = match sticky.as_ref().and_then(sticky::Decision::wanted) {
+            Some(t) => t,
+            None => group
+                .pick(|t| passive.usable(t))
+                .ok_or_else(|| ProxyError::NoTarget {
+                    service: group.service.clone(),
+                })?,
+        };
         let mut retried = false;
         loop {
             log.target = Some(target.id.clone());
             log.target_requests = Some(target.metrics.requests.clone());
-            let error = match self.attempt(target).await {
+            let error = match self.attempt(target, outbound).await {
                 Ok((conn, rest, head)) => {
                     passive.success(target);
                     return Ok(Answer {
@@ -360,6 +389,7 @@ impl Exchange<'_> {
                         conn,
                         rest,
                         head,
+                        sticky,
                     });
                 }
                 Err(Failure::NotSent(e)) => {
@@ -389,11 +419,45 @@ impl Exchange<'_> {
         }
     }
 
+    /// Reads a sticky listener's cookie (`sticky::on_request`, on a map of the request's
+    /// `Cookie` fields alone) and writes the fields it leaves into the target's head.
+    fn sticky_request(
+        &self,
+        policy: &'a StickinessPolicy,
+        metrics: &'a StickyMetrics,
+        group: &'a TargetGroup,
+    ) -> (sticky::Decision<'a>, Vec<u8>) {
+        let mut cookies = HeaderMap::new();
+        for range in &self.head.cookies {
+            if let Ok(value) = HeaderValue::from_bytes(&self.request[range.clone()]) {
+                cookies.append(header::COOKIE, value);
+            }
+        }
+        let passive = &self.proxy.shared.passive;
+        let decision = sticky::on_request(
+            policy,
+            metrics,
+            group,
+            &self.head.method,
+            &mut cookies,
+            |t| passive.usable(t),
+        );
+        let mut upstream = self.head.upstream.clone();
+        // Before the empty line that ends the head.
+        upstream.truncate(upstream.len().saturating_sub(2));
+        write_fields(&mut upstream, &cookies);
+        upstream.extend_from_slice(b"\r\n");
+        (decision, upstream)
+    }
+
     /// One try with `target`, within the response timeout: a pooled connection that turns
     /// out to have been closed by the target is replaced by a fresh one, once.
-    async fn attempt(&self, target: &Target) -> Result<(RawConn, BytesMut, ResponseHead), Failure> {
+    async fn attempt(
+        &self,
+        target: &Target,
+        outbound: Outbound<'_>,
+    ) -> Result<(RawConn, BytesMut, ResponseHead), Failure> {
         let timeout = self.table.timeouts.upstream_response();
-        let head_request = self.head.method == http::Method::HEAD;
         let exchange = async {
             let pooled = self.proxy.shared.pool.take_idle_raw(target.addr);
             let reused = pooled.is_some();
@@ -401,10 +465,10 @@ impl Exchange<'_> {
                 Some(conn) => conn,
                 None => self.connect(target).await?,
             };
-            let mut result = round(&mut conn.stream, self.head, self.request, head_request).await;
+            let mut result = round(&mut conn.stream, outbound).await;
             if reused && self.head.replayable() && matches!(result, Err(Round::Stale(_))) {
                 conn = self.connect(target).await?;
-                result = round(&mut conn.stream, self.head, self.request, head_request).await;
+                result = round(&mut conn.stream, outbound).await;
             }
             match result {
                 Ok((rest, head)) => Ok((conn, rest, head)),
@@ -464,10 +528,15 @@ impl Exchange<'_> {
             target,
             mut conn,
             rest,
-            head,
+            mut head,
+            sticky,
         } = answer;
         let keep = self.head.keep_alive && !self.closing && head.framing != Framing::UntilClose;
+        if let Some(decision) = &sticky {
+            decision.on_response(target, &mut head.held);
+        }
         let mut out = head.client;
+        write_fields(&mut out, &head.held);
         if !keep {
             out.extend_from_slice(b"connection: close\r\n");
         }
@@ -491,16 +560,19 @@ impl Exchange<'_> {
 /// Sends the request on `stream` and reads the final response head, skipping 1xx ones.
 async fn round(
     stream: &mut TcpStream,
-    head: &RequestHead,
-    request: &[u8],
-    head_request: bool,
+    outbound: Outbound<'_>,
 ) -> Result<(BytesMut, ResponseHead), Round> {
-    let body = &request[head.len..];
+    let Outbound {
+        head,
+        body,
+        head_request,
+        hold_cookies,
+    } = outbound;
     let sent = if body.is_empty() {
-        stream.write_all(&head.upstream).await
+        stream.write_all(head).await
     } else {
-        let mut whole = Vec::with_capacity(head.upstream.len() + body.len());
-        whole.extend_from_slice(&head.upstream);
+        let mut whole = Vec::with_capacity(head.len() + body.len());
+        whole.extend_from_slice(head);
         whole.extend_from_slice(body);
         stream.write_all(&whole).await
     };
@@ -519,7 +591,7 @@ async fn round(
             Ok(_) => {}
         }
         loop {
-            match response::parse(&buf, head_request) {
+            match response::parse(&buf, head_request, hold_cookies) {
                 Err(why) => return Err(Round::Invalid(UpstreamError::InvalidResponse(why))),
                 Ok(response::Parsed::Final(head)) => {
                     buf.advance(head.len);
@@ -597,6 +669,16 @@ async fn body<IO: ClientIo>(
     io.flush().await?;
     // Bytes after a complete body: only a misbehaving target sends those.
     Ok(buf.is_empty())
+}
+
+/// Appends `fields` to a head being written, one line per value.
+fn write_fields(out: &mut Vec<u8>, fields: &HeaderMap) {
+    for (name, value) in fields {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
 }
 
 async fn write_flush<W: AsyncWrite + Unpin>(io: &mut W, bytes: &[u8]) -> io::Result<()> {

@@ -40,6 +40,9 @@ pub struct RequestHead {
     pub keep_alive: bool,
     /// The head as the target gets it, ending with its empty line.
     pub upstream: Vec<u8>,
+    /// Where the `Cookie` values are, when they were held back from `upstream` for the
+    /// stickiness policy to read and rewrite.
+    pub cookies: Vec<Range<usize>>,
 }
 
 impl RequestHead {
@@ -57,6 +60,7 @@ enum Field {
     ContentLength,
     Connection,
     ForwardedFor,
+    Cookie,
     /// Hop-by-hop or replaced by corral: not forwarded.
     Drop,
     /// Means more than the relay handles.
@@ -72,7 +76,9 @@ fn field(name: &str) -> Field {
         15 => &["x-forwarded-for"][..],
         16 => &["proxy-connection", "x-forwarded-port"][..],
         17 => &["transfer-encoding", "x-forwarded-proto"][..],
-        2 | 6 | 7 => &["te", "expect", "upgrade", "trailer"][..],
+        2 => &["te"][..],
+        6 => &["cookie", "expect"][..],
+        7 => &["upgrade", "trailer"][..],
         _ => &[][..],
     };
     let Some(&which) = known.iter().find(|k| k.eq_ignore_ascii_case(name)) else {
@@ -83,13 +89,15 @@ fn field(name: &str) -> Field {
         "content-length" => Field::ContentLength,
         "connection" => Field::Connection,
         "x-forwarded-for" => Field::ForwardedFor,
+        "cookie" => Field::Cookie,
         "keep-alive" | "proxy-connection" | "x-forwarded-port" | "x-forwarded-proto" => Field::Drop,
         _ => Field::Handoff,
     }
 }
 
-/// Parses the head at the start of `buf`.
-pub fn parse(buf: &[u8], forwarded: &Forwarded) -> Parsed {
+/// Parses the head at the start of `buf`; with `hold_cookies`, the `Cookie` fields are left
+/// out of the target's head and their places noted (a sticky listener rewrites them).
+pub fn parse(buf: &[u8], forwarded: &Forwarded, hold_cookies: bool) -> Parsed {
     let mut fields = [const { MaybeUninit::uninit() }; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut []);
     let len = match req.parse_with_uninit_headers(buf, &mut fields) {
@@ -97,7 +105,7 @@ pub fn parse(buf: &[u8], forwarded: &Forwarded) -> Parsed {
         Ok(httparse::Status::Partial) => return Parsed::Partial,
         Err(_) => return Parsed::Handoff,
     };
-    match check(&req, buf, len, forwarded) {
+    match check(&req, buf, len, forwarded, hold_cookies) {
         Some(head) => Parsed::Request(head),
         None => Parsed::Handoff,
     }
@@ -108,6 +116,7 @@ fn check(
     buf: &[u8],
     len: usize,
     forwarded: &Forwarded,
+    hold_cookies: bool,
 ) -> Option<RequestHead> {
     if req.version != Some(1) {
         return None;
@@ -132,6 +141,7 @@ fn check(
     let mut keep_alive = true;
     let mut prior_xff: [&[u8]; 4] = [&[]; 4];
     let mut xff = 0;
+    let mut cookies = Vec::new();
     for h in req.headers.iter() {
         if h.name.contains('_') {
             // A target that folds `_` into `-` could read another field than corral does.
@@ -161,6 +171,11 @@ fn check(
                 xff += 1;
                 continue;
             }
+            Field::Cookie if hold_cookies => {
+                cookies.push(offset(buf, h.value));
+                continue;
+            }
+            Field::Cookie => {}
             Field::Drop => continue,
             Field::Handoff => return None,
         }
@@ -189,6 +204,7 @@ fn check(
         body_len: body_len as usize,
         keep_alive,
         upstream,
+        cookies,
     })
 }
 
@@ -284,7 +300,7 @@ mod tests {
     }
 
     fn head(raw: &str) -> Option<RequestHead> {
-        match parse(raw.as_bytes(), &fwd()) {
+        match parse(raw.as_bytes(), &fwd(), false) {
             Parsed::Request(h) => Some(h),
             Parsed::Partial => panic!("partial: {raw}"),
             Parsed::Handoff => None,
@@ -346,6 +362,22 @@ mod tests {
     }
 
     #[test]
+    fn cookies_are_held_for_a_sticky_listener() {
+        let raw = "GET / HTTP/1.1\r\nHost: h\r\nCookie: a=1\r\nX: y\r\ncookie: SRV=2\r\n\r\n";
+        let Parsed::Request(held) = parse(raw.as_bytes(), &fwd(), true) else {
+            panic!("not relayed");
+        };
+        let values: Vec<&str> = held.cookies.iter().map(|r| &raw[r.clone()]).collect();
+        assert_eq!(values, ["a=1", "SRV=2"]);
+        assert!(!String::from_utf8(held.upstream).unwrap().contains("ookie"));
+        let plain = head(raw).unwrap();
+        assert!(plain.cookies.is_empty());
+        assert!(String::from_utf8(plain.upstream)
+            .unwrap()
+            .contains("Cookie: a=1\r\n"));
+    }
+
+    #[test]
     fn host_forms() {
         for ok in [
             "h",
@@ -367,7 +399,7 @@ mod tests {
     #[test]
     fn partial_heads_wait() {
         assert!(matches!(
-            parse(b"GET / HTTP/1.1\r\nHost: h\r\n", &fwd()),
+            parse(b"GET / HTTP/1.1\r\nHost: h\r\n", &fwd(), false),
             Parsed::Partial
         ));
     }

@@ -6,6 +6,8 @@
 
 use std::mem::MaybeUninit;
 
+use http::header::{self, HeaderMap, HeaderValue};
+
 use super::super::MAX_HEADERS;
 
 /// How the body after a response head ends.
@@ -31,6 +33,9 @@ pub struct ResponseHead {
     /// The head as the client gets it, without the final empty line (the relay may still add
     /// `connection: close`).
     pub client: Vec<u8>,
+    /// `Set-Cookie` and `Cache-Control`, when they were held back from `client` for the
+    /// stickiness policy to rewrite.
+    pub held: HeaderMap,
 }
 
 pub enum Parsed {
@@ -44,8 +49,9 @@ pub enum Parsed {
 pub type Invalid = &'static str;
 
 /// Parses the response head at the start of `buf`; `head_request` says its body is empty
-/// whatever the framing fields say.
-pub fn parse(buf: &[u8], head_request: bool) -> Result<Parsed, Invalid> {
+/// whatever the framing fields say. With `hold_cookies`, `Set-Cookie` and `Cache-Control`
+/// go to [`ResponseHead::held`] instead of the client's head.
+pub fn parse(buf: &[u8], head_request: bool, hold_cookies: bool) -> Result<Parsed, Invalid> {
     let mut fields = [const { MaybeUninit::uninit() }; MAX_HEADERS];
     let mut res = httparse::Response::new(&mut []);
     let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
@@ -126,8 +132,20 @@ pub fn parse(buf: &[u8], head_request: bool) -> Result<Parsed, Invalid> {
     } else {
         Vec::new()
     };
+    let mut held = HeaderMap::new();
     for h in res.headers.iter() {
         let name = h.name.as_bytes();
+        if hold_cookies {
+            let cookie_field = [header::SET_COOKIE, header::CACHE_CONTROL]
+                .into_iter()
+                .find(|f| f.as_str().as_bytes().eq_ignore_ascii_case(name));
+            if let Some(field) = cookie_field {
+                if let Ok(value) = HeaderValue::from_bytes(h.value) {
+                    held.append(field, value);
+                }
+                continue;
+            }
+        }
         if hop_by_hop(name).is_some_and(|f| !(chunked && f == b"transfer-encoding"))
             || connection.iter().any(|c| c.eq_ignore_ascii_case(name))
         {
@@ -144,6 +162,7 @@ pub fn parse(buf: &[u8], head_request: bool) -> Result<Parsed, Invalid> {
         framing,
         reusable: keep_alive && framing != Framing::UntilClose,
         client,
+        held,
     }))
 }
 
@@ -177,7 +196,7 @@ mod tests {
     use super::*;
 
     fn head(raw: &str, head_request: bool) -> Result<ResponseHead, Invalid> {
-        match parse(raw.as_bytes(), head_request)? {
+        match parse(raw.as_bytes(), head_request, false)? {
             Parsed::Final(h) => Ok(h),
             _ => panic!("not final: {raw}"),
         }
@@ -228,7 +247,7 @@ mod tests {
             "HTTP/1.1 101 Switching Protocols\r\n\r\n",
             "HTTP/1.1 200 OK\r\nX: a\r\n folded\r\n\r\n",
         ] {
-            assert!(parse(raw.as_bytes(), false).is_err(), "{raw:?}");
+            assert!(parse(raw.as_bytes(), false, false).is_err(), "{raw:?}");
         }
     }
 
@@ -249,6 +268,6 @@ mod tests {
     #[test]
     fn interim_responses_are_skipped() {
         let raw = b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\n";
-        assert!(matches!(parse(raw, false), Ok(Parsed::Interim(40))));
+        assert!(matches!(parse(raw, false, false), Ok(Parsed::Interim(40))));
     }
 }
