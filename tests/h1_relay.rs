@@ -573,3 +573,24 @@ async fn a_first_segment_like_the_h2_preface_is_waited_on() {
     })
     .await;
 }
+
+/// A head that arrives a few bytes at a time is read whole (the relay parses again only
+/// when a line has ended).
+#[tokio::test]
+async fn a_request_head_in_small_pieces() {
+    bounded(async {
+        let (backend, port, _rt) = setup().await;
+        backend.reset(vec![Reply::Raw(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Long: aaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\nok",
+        )]);
+        let mut conn = Conn::connect(port).await;
+        for piece in b"GET /bytewise HTTP/1.1\r\nHost: h\r\nX-A: 1\r\n\r\n".chunks(3) {
+            conn.send(piece).await;
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let r = response(&mut conn, "head in pieces").await;
+        assert_eq!((r.status, r.body.as_str()), (200, "ok"));
+        assert_eq!(backend.requests()[0].target(), "/bytewise");
+    })
+    .await;
+}

@@ -33,6 +33,43 @@ pub struct AccessLog {
 }
 
 impl AccessLog {
+    /// The record of a request that just arrived; the phases fill in the rest.
+    pub fn new(
+        client: SocketAddr,
+        port: u16,
+        table: Arc<RoutingTable>,
+        method: Method,
+        uri: Uri,
+    ) -> AccessLog {
+        AccessLog {
+            start: Instant::now(),
+            client,
+            port,
+            table,
+            method,
+            host: String::new(),
+            uri,
+            status: StatusCode::OK,
+            rule: None,
+            group: None,
+            target: None,
+            target_requests: None,
+            bytes_out: 0,
+            aborted: false,
+        }
+    }
+
+    /// The warning for a request corral could not proxy, naming where it was going.
+    pub fn failed(&self, e: &super::ProxyError) {
+        tracing::warn!(
+            listener = self.table.listener(self.port).map_or("-", |l| &*l.label),
+            rule = self.rule.as_deref().unwrap_or("-"),
+            target = e.target().unwrap_or("-"),
+            error = %e,
+            "request failed"
+        );
+    }
+
     fn record_metrics(&self, elapsed: f64) {
         let class = code_class(self.status.as_u16());
         if let Some(listener) = self.table.listener(self.port) {

@@ -20,7 +20,6 @@ use std::future::{pending, Future};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
 
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
@@ -159,22 +158,13 @@ impl Proxy {
     async fn handle(&self, req: Request<Incoming>) -> Response<ProxyBody> {
         let table = self.shared.table.load_full();
         let host = request_host(&req);
-        let mut log = AccessLog {
-            start: Instant::now(),
-            client: self.client,
-            port: self.port,
-            table: table.clone(),
-            method: req.method().clone(),
-            host: String::new(),
-            uri: req.uri().clone(),
-            status: StatusCode::OK,
-            rule: None,
-            group: None,
-            target: None,
-            target_requests: None,
-            bytes_out: 0,
-            aborted: false,
-        };
+        let mut log = AccessLog::new(
+            self.client,
+            self.port,
+            table.clone(),
+            req.method().clone(),
+            req.uri().clone(),
+        );
         // hyper keeps one slot per connection for this future, idle or not (and spawns it per h2
         // stream); boxing the exchange keeps that slot small and allocates the exchange's
         // few kilobytes only while a request is in flight.
@@ -183,13 +173,7 @@ impl Proxy {
         let response = match result {
             Ok(response) => response,
             Err(e) => {
-                tracing::warn!(
-                    listener = table.listener(self.port).map_or("-", |l| &*l.label),
-                    rule = log.rule.as_deref().unwrap_or("-"),
-                    target = e.target().unwrap_or("-"),
-                    error = %e,
-                    "request failed"
-                );
+                log.failed(&e);
                 error_response(&e)
             }
         };

@@ -250,12 +250,44 @@ pub struct Pool {
 }
 
 struct PoolInner {
-    idle: Mutex<HashMap<SocketAddr, Vec<Sender>>>,
+    idle: Idle<Sender>,
     max_idle_per_target: usize,
     /// Connections open per target, busy or idle.
     open: Mutex<HashMap<SocketAddr, usize>>,
     /// The HTTP/1 relay's idle connections: plain sockets, no driver task.
-    raw_idle: Mutex<HashMap<SocketAddr, Vec<RawConn>>>,
+    raw_idle: Idle<RawConn>,
+}
+
+/// Idle connections per target address, the most recently used first out.
+struct Idle<C>(Mutex<HashMap<SocketAddr, Vec<C>>>);
+
+impl<C> Idle<C> {
+    fn new() -> Self {
+        Idle(Mutex::new(HashMap::new()))
+    }
+
+    /// The most recent idle connection to `addr` that is `usable`; the ones passed over are
+    /// dropped.
+    fn take(&self, addr: SocketAddr, usable: impl Fn(&C) -> bool) -> Option<C> {
+        let mut idle = self.0.lock();
+        let stack = idle.get_mut(&addr)?;
+        while let Some(conn) = stack.pop() {
+            if usable(&conn) {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    /// Keeps `conn` unless `max` others are idle already; drops those no longer `alive`.
+    fn put(&self, addr: SocketAddr, conn: C, max: usize, alive: impl Fn(&C) -> bool) {
+        let mut idle = self.0.lock();
+        let stack = idle.entry(addr).or_default();
+        stack.retain(alive);
+        if stack.len() < max {
+            stack.push(conn);
+        }
+    }
 }
 
 /// A plain TCP connection to a target, for the HTTP/1 relay; counted against the target's
@@ -297,24 +329,17 @@ impl Pool {
     pub fn new(max_idle_per_target: usize) -> Pool {
         Pool {
             inner: Arc::new(PoolInner {
-                idle: Mutex::new(HashMap::new()),
+                idle: Idle::new(),
                 max_idle_per_target,
                 open: Mutex::new(HashMap::new()),
-                raw_idle: Mutex::new(HashMap::new()),
+                raw_idle: Idle::new(),
             }),
         }
     }
 
     /// An idle connection to `addr` that is still open, if the pool has one.
     pub fn take_idle(&self, addr: SocketAddr) -> Option<Sender> {
-        let mut idle = self.inner.idle.lock();
-        let stack = idle.get_mut(&addr)?;
-        while let Some(sender) = stack.pop() {
-            if sender.is_ready() {
-                return Some(sender);
-            }
-        }
-        None
+        self.inner.idle.take(addr, Sender::is_ready)
     }
 
     /// A slot for one more connection to `addr`, unless `max_open` (0: no limit) are open.
@@ -365,24 +390,13 @@ impl Pool {
 
     /// An idle relay connection to `addr` that is still open, if the pool has one.
     pub fn take_idle_raw(&self, addr: SocketAddr) -> Option<RawConn> {
-        let mut idle = self.inner.raw_idle.lock();
-        let stack = idle.get_mut(&addr)?;
-        while let Some(conn) = stack.pop() {
-            if conn.is_idle() {
-                return Some(conn);
-            }
-        }
-        None
+        self.inner.raw_idle.take(addr, RawConn::is_idle)
     }
 
     /// Keeps a relay connection whose exchange ended cleanly for the next request to `addr`.
     pub fn put_raw(&self, addr: SocketAddr, conn: RawConn) {
-        let mut idle = self.inner.raw_idle.lock();
-        let stack = idle.entry(addr).or_default();
-        stack.retain(RawConn::is_idle);
-        if stack.len() < self.inner.max_idle_per_target {
-            stack.push(conn);
-        }
+        let max = self.inner.max_idle_per_target;
+        self.inner.raw_idle.put(addr, conn, max, RawConn::is_idle);
     }
 
     /// A new connection to `addr`, its driver task spawned (see [`Pool::open`]).
@@ -437,12 +451,8 @@ impl Pool {
     }
 
     fn put(&self, addr: SocketAddr, sender: Sender) {
-        let mut idle = self.inner.idle.lock();
-        let stack = idle.entry(addr).or_default();
-        stack.retain(|s| !s.is_closed());
-        if stack.len() < self.inner.max_idle_per_target {
-            stack.push(sender);
-        }
+        let max = self.inner.max_idle_per_target;
+        self.inner.idle.put(addr, sender, max, |s| !s.is_closed());
     }
 }
 

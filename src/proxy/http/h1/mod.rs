@@ -20,7 +20,7 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use http::header::{self, HeaderMap, HeaderValue};
@@ -119,13 +119,19 @@ pub async fn serve<IO: ClientIo>(
                 Parsed::Partial if buf.len() >= MAX_HEAD_BYTES => {
                     return handoff(io, buf, proxy, drain.clone(), HttpVersion::Http1).await
                 }
-                Parsed::Partial => {
+                Parsed::Partial => loop {
                     // Closed, failed, or too slow (slowloris): like hyper, close unanswered.
+                    let before = buf.len();
                     match tokio::time::timeout_at(deadline, read(&mut io, &mut buf)).await {
                         Ok(Ok(n)) if n > 0 => {}
                         _ => return,
                     }
-                }
+                    // httparse starts over on every call: parsing again only once a line
+                    // has ended keeps a head sent a byte at a time from costing its square.
+                    if buf[before..].contains(&b'\n') || buf.len() >= MAX_HEAD_BYTES {
+                        break;
+                    }
+                },
             }
         };
         let whole = head.len + head.body_len;
@@ -292,22 +298,13 @@ impl<'a> Exchange<'a> {
             .host
             .clone()
             .and_then(|h| normalize_host(self.text(h)));
-        let mut log = AccessLog {
-            start: Instant::now(),
-            client: self.proxy.client,
-            port: self.proxy.port,
-            table: self.table.clone(),
-            method: self.head.method.clone(),
-            host: String::new(),
-            uri: Uri::try_from(path).unwrap_or_default(),
-            status: StatusCode::OK,
-            rule: None,
-            group: None,
-            target: None,
-            target_requests: None,
-            bytes_out: 0,
-            aborted: false,
-        };
+        let mut log = AccessLog::new(
+            self.proxy.client,
+            self.proxy.port,
+            self.table.clone(),
+            self.head.method.clone(),
+            Uri::try_from(path).unwrap_or_default(),
+        );
         let answer = self.send(host.as_deref(), path, &mut log).await;
         log.host = host.unwrap_or_default();
         match answer {
@@ -316,13 +313,7 @@ impl<'a> Exchange<'a> {
                 self.pass_on(io, answer, &mut log).await
             }
             Err(e) => {
-                tracing::warn!(
-                    listener = self.table.listener(self.proxy.port).map_or("-", |l| &*l.label),
-                    rule = log.rule.as_deref().unwrap_or("-"),
-                    target = e.target().unwrap_or("-"),
-                    error = %e,
-                    "request failed"
-                );
+                log.failed(&e);
                 log.status = e.status();
                 let keep = self.head.keep_alive && !self.closing && !e.closes_connection();
                 log.bytes_out = e.body().len() as u64;
@@ -578,17 +569,28 @@ async fn round(
     };
     sent.map_err(|e| Round::Stale(UpstreamError::Io(e)))?;
     let mut buf = BytesMut::with_capacity(TARGET_HEAD_READ);
+    // Whether any response byte came (an interim response may have been consumed since).
+    let mut answered = false;
     loop {
-        match stream.read_buf(&mut buf).await {
-            Ok(0) if buf.is_empty() => return Err(Round::Stale(UpstreamError::ClosedEarly)),
-            Err(e) if buf.is_empty() => return Err(Round::Reset(UpstreamError::Io(e))),
-            Ok(0) => {
-                return Err(Round::Invalid(UpstreamError::InvalidResponse(
-                    "closed inside the response head",
-                )))
+        // httparse starts over on every call: parsing again only once a line has ended keeps
+        // a head sent a byte at a time from costing its square.
+        let before = buf.len();
+        loop {
+            buf.reserve(TARGET_HEAD_READ);
+            match stream.read_buf(&mut buf).await {
+                Ok(0) if !answered => return Err(Round::Stale(UpstreamError::ClosedEarly)),
+                Err(e) if !answered => return Err(Round::Reset(UpstreamError::Io(e))),
+                Ok(0) => {
+                    return Err(Round::Invalid(UpstreamError::InvalidResponse(
+                        "closed inside the response head",
+                    )))
+                }
+                Err(e) => return Err(Round::Invalid(UpstreamError::Io(e))),
+                Ok(_) => answered = true,
             }
-            Err(e) => return Err(Round::Invalid(UpstreamError::Io(e))),
-            Ok(_) => {}
+            if buf[before..].contains(&b'\n') || buf.len() >= MAX_HEAD_BYTES {
+                break;
+            }
         }
         loop {
             match response::parse(&buf, head_request, hold_cookies) {
@@ -606,7 +608,6 @@ async fn round(
                 Ok(response::Parsed::Partial) => break,
             }
         }
-        buf.reserve(TARGET_HEAD_READ);
     }
 }
 
