@@ -488,13 +488,14 @@ impl<'a> Exchange<'a> {
         }
     }
 
+    /// A new connection to `target`. Boxed: most requests find a pooled connection, and the
+    /// connect state would otherwise make every exchange future larger (it is moved, and
+    /// allocated, per request).
     async fn connect(&self, target: &Target) -> Result<RawConn, Failure> {
         let timeout = self.table.timeouts.upstream_connect();
         let max_open = self.table.limits.upstream_max_per_target;
-        self.proxy
-            .shared
-            .pool
-            .connect_raw(target.addr, timeout, max_open)
+        let pool = &self.proxy.shared.pool;
+        Box::pin(pool.connect_raw(target.addr, timeout, max_open))
             .await
             .map_err(|e| {
                 let full = matches!(e, super::upstream::ConnectError::AtCapacity(_));
