@@ -1,0 +1,154 @@
+//! The target side of one exchange: the request written, the final response head read
+//! (1xx skipped), and the body streamed to the client as it comes.
+
+use std::io;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::super::log::AccessLog;
+use super::super::upstream::UpstreamError;
+use super::super::MAX_HEAD_BYTES;
+use super::exchange::Outbound;
+use super::response::{self, Framing, ResponseHead};
+use super::{chunked, ClientIo};
+
+/// Bytes read at a time from a target for a response head, and for a body.
+const TARGET_HEAD_READ: usize = 4 * 1024;
+const TARGET_READ: usize = 16 * 1024;
+
+/// How one request/response round on one connection failed.
+pub enum Round {
+    /// The connection was closed before the request could go out, or closed cleanly before
+    /// any response byte: what a target's closing of an idle keep-alive connection looks
+    /// like from here.
+    Stale(UpstreamError),
+    /// Reset before any response byte: the target may have seen the request.
+    Reset(UpstreamError),
+    Invalid(UpstreamError),
+}
+
+/// Sends the request on `stream` and reads the final response head, skipping 1xx ones.
+pub async fn round(
+    stream: &mut TcpStream,
+    outbound: Outbound<'_>,
+) -> Result<(BytesMut, ResponseHead), Round> {
+    let Outbound {
+        head,
+        body,
+        head_request,
+        hold_cookies,
+    } = outbound;
+    let sent = if body.is_empty() {
+        stream.write_all(head).await
+    } else {
+        let mut whole = Vec::with_capacity(head.len() + body.len());
+        whole.extend_from_slice(head);
+        whole.extend_from_slice(body);
+        stream.write_all(&whole).await
+    };
+    sent.map_err(|e| Round::Stale(UpstreamError::Io(e)))?;
+    let mut buf = BytesMut::with_capacity(TARGET_HEAD_READ);
+    // Whether any response byte came (an interim response may have been consumed since).
+    let mut answered = false;
+    loop {
+        // httparse starts over on every call: parsing again only once a line has ended keeps
+        // a head sent a byte at a time from costing its square.
+        let before = buf.len();
+        loop {
+            buf.reserve(TARGET_HEAD_READ);
+            match stream.read_buf(&mut buf).await {
+                Ok(0) if !answered => return Err(Round::Stale(UpstreamError::ClosedEarly)),
+                Err(e) if !answered => return Err(Round::Reset(UpstreamError::Io(e))),
+                Ok(0) => {
+                    return Err(Round::Invalid(UpstreamError::InvalidResponse(
+                        "closed inside the response head",
+                    )))
+                }
+                Err(e) => return Err(Round::Invalid(UpstreamError::Io(e))),
+                Ok(_) => answered = true,
+            }
+            if buf[before..].contains(&b'\n') || buf.len() >= MAX_HEAD_BYTES {
+                break;
+            }
+        }
+        loop {
+            match response::parse(&buf, head_request, hold_cookies) {
+                Err(why) => return Err(Round::Invalid(UpstreamError::InvalidResponse(why))),
+                Ok(response::Parsed::Final(head)) => {
+                    buf.advance(head.len);
+                    return Ok((buf, head));
+                }
+                Ok(response::Parsed::Interim(len)) => buf.advance(len),
+                Ok(response::Parsed::Partial) if buf.len() >= MAX_HEAD_BYTES => {
+                    return Err(Round::Invalid(UpstreamError::InvalidResponse(
+                        "response head too large",
+                    )))
+                }
+                Ok(response::Parsed::Partial) => break,
+            }
+        }
+    }
+}
+
+/// Streams a response body from the target to the client after `out` (the head). `Ok(true)`
+/// when it ended exactly where its framing said, with nothing after it.
+pub async fn body<IO: ClientIo>(
+    io: &mut IO,
+    target: &mut TcpStream,
+    mut buf: BytesMut,
+    mut out: Vec<u8>,
+    framing: Framing,
+    log: &mut AccessLog,
+) -> io::Result<bool> {
+    let mut scanner = chunked::ChunkedScanner::default();
+    let mut remaining = match framing {
+        Framing::Length(n) => n,
+        _ => 0,
+    };
+    // Takes from `buf` what belongs to the body; `true` once the body is complete.
+    let mut take = |buf: &mut BytesMut, into: &mut Vec<u8>| -> io::Result<(usize, bool)> {
+        let (n, done) = match framing {
+            Framing::Empty => (0, true),
+            Framing::Length(_) => {
+                let n = remaining.min(buf.len() as u64) as usize;
+                remaining -= n as u64;
+                (n, remaining == 0)
+            }
+            Framing::Chunked => match scanner.scan(buf).map_err(io::Error::other)? {
+                Some(end) => (end, true),
+                None => (buf.len(), false),
+            },
+            Framing::UntilClose => (buf.len(), false),
+        };
+        into.extend_from_slice(&buf[..n]);
+        buf.advance(n);
+        Ok((n, done))
+    };
+    let (n, mut done) = take(&mut buf, &mut out)?;
+    log.bytes_out += n as u64;
+    io.write_all(&out).await?;
+    let mut chunk = out;
+    while !done {
+        buf.reserve(TARGET_READ);
+        if target.read_buf(&mut buf).await? == 0 {
+            if framing == Framing::UntilClose {
+                io.flush().await?;
+                return Ok(false);
+            }
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the target closed inside the body",
+            ));
+        }
+        chunk.clear();
+        let (n, complete) = take(&mut buf, &mut chunk)?;
+        done = complete;
+        log.bytes_out += n as u64;
+        io.write_all(&chunk).await?;
+    }
+    io.flush().await?;
+    // Bytes after a complete body: only a misbehaving target sends those.
+    Ok(buf.is_empty())
+}
