@@ -36,6 +36,7 @@ pub use upstream::Pool;
 pub use version::HttpVersion;
 
 use crate::balance::{Target, TargetGroup};
+use crate::health::PassiveHealth;
 use crate::io::Activity;
 use crate::routing::{normalize_host, Listener, Route, RoutingTable};
 use crate::runtime::Shared;
@@ -301,14 +302,7 @@ impl Proxy {
         let (mut req, replay) =
             replay::prepare(req, may_retry, table.timeouts.upstream_response()).await?;
         let mut failed: Option<&'g Target> = None;
-        let mut target = match prefer {
-            Some(t) => t,
-            None => group
-                .pick(|t| passive.usable(t))
-                .ok_or_else(|| ProxyError::NoTarget {
-                    service: group.service.clone(),
-                })?,
-        };
+        let mut target = first_target(group, prefer, passive)?;
         loop {
             log.target = Some(target.id.clone());
             log.target_requests = Some(target.metrics.requests.clone());
@@ -539,5 +533,22 @@ fn connect_error(target: &Target, e: ConnectError) -> ProxyError {
                 source: source.into(),
             }
         }
+    }
+}
+
+/// The target a request goes to first: the one its sticky cookie names, when that may be
+/// used, else the balancer's pick among the usable ones.
+fn first_target<'g>(
+    group: &'g TargetGroup,
+    prefer: Option<&'g Target>,
+    passive: &PassiveHealth,
+) -> Result<&'g Target, ProxyError> {
+    match prefer {
+        Some(t) => Ok(t),
+        None => group
+            .pick(|t| passive.usable(t))
+            .ok_or_else(|| ProxyError::NoTarget {
+                service: group.service.clone(),
+            }),
     }
 }

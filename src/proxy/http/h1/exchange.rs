@@ -10,7 +10,7 @@ use http::{StatusCode, Uri};
 use super::super::error::ProxyError;
 use super::super::log::AccessLog;
 use super::super::upstream::{ConnectError, RawConn, UpstreamError};
-use super::super::{connect_error, Proxy};
+use super::super::{connect_error, first_target, Proxy};
 use super::request::RequestHead;
 use super::response::{Framing, ResponseHead};
 use super::target::{body, round, Round};
@@ -136,14 +136,8 @@ impl<'a> Exchange<'a> {
             head_request: self.head.method == http::Method::HEAD,
             hold_cookies: sticky.is_some(),
         };
-        let mut target = match sticky.as_ref().and_then(sticky::Decision::wanted) {
-            Some(t) => t,
-            None => group
-                .pick(|t| passive.usable(t))
-                .ok_or_else(|| ProxyError::NoTarget {
-                    service: group.service.clone(),
-                })?,
-        };
+        let prefer = sticky.as_ref().and_then(sticky::Decision::wanted);
+        let mut target = first_target(group, prefer, passive)?;
         let mut retried = false;
         loop {
             log.target = Some(target.id.clone());
