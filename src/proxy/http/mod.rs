@@ -301,7 +301,7 @@ impl Proxy {
         let may_retry = group.targets().len() > 1;
         let (mut req, replay) =
             replay::prepare(req, may_retry, table.timeouts.upstream_response()).await?;
-        let mut failed: Option<&'g Target> = None;
+        let mut retried = false;
         let mut target = first_target(group, prefer, passive)?;
         loop {
             log.target = Some(target.id.clone());
@@ -330,16 +330,7 @@ impl Proxy {
                     e
                 }
             };
-            if failed.is_some() {
-                return Err(error);
-            }
-            let Some(next) = group.pick(|t| t.id != target.id && passive.usable(t)) else {
-                return Err(error);
-            };
-            target.metrics.retries.inc();
-            tracing::warn!(target = %target.id, next = %next.id, %error, "retrying on the next target");
-            failed = Some(target);
-            target = next;
+            target = retry_target(group, passive, target, error, &mut retried)?;
         }
     }
 
@@ -516,6 +507,28 @@ fn retry_after(e: &ProxyError) -> bool {
         e,
         ProxyError::NoTarget { .. } | ProxyError::AtCapacity { .. }
     )
+}
+
+/// After a try on `target` failed with `error` in a way that allows another: the request goes
+/// once, and only once, to another usable target of the group (counted in the target's
+/// retries); otherwise `error` is the answer.
+fn retry_target<'g>(
+    group: &'g TargetGroup,
+    passive: &PassiveHealth,
+    target: &'g Target,
+    error: ProxyError,
+    retried: &mut bool,
+) -> Result<&'g Target, ProxyError> {
+    if *retried {
+        return Err(error);
+    }
+    let Some(next) = group.pick(|t| t.id != target.id && passive.usable(t)) else {
+        return Err(error);
+    };
+    target.metrics.retries.inc();
+    tracing::warn!(target = %target.id, next = %next.id, %error, "retrying on the next target");
+    *retried = true;
+    Ok(next)
 }
 
 /// A failed connect as the client's error; it counts in the target's connect errors (a

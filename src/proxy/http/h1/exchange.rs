@@ -10,20 +10,22 @@ use http::{StatusCode, Uri};
 use super::super::error::ProxyError;
 use super::super::log::AccessLog;
 use super::super::upstream::{ConnectError, RawConn, UpstreamError};
-use super::super::{connect_error, first_target, Proxy};
+use super::super::{connect_error, first_target, retry_target, Proxy};
 use super::request::RequestHead;
 use super::response::{Framing, ResponseHead};
 use super::target::{body, round, Round};
 use super::{error_response, write_flush, ClientIo};
 use crate::balance::{Target, TargetGroup};
 use crate::config::StickinessPolicy;
-use crate::routing::{normalize_host, RoutingTable};
+use crate::routing::{normalize_host, Listener, RoutingTable};
 use crate::sticky::{self, StickyMetrics};
 
 /// One request through the relay.
 pub struct Exchange<'a> {
     pub proxy: &'a Proxy,
     pub table: &'a Arc<RoutingTable>,
+    /// The listener the request came in on (`None`: removed as the connection was accepted).
+    pub listener: Option<&'a Listener>,
     /// The request's head and body as the client sent them.
     pub request: &'a [u8],
     pub head: &'a RequestHead,
@@ -112,9 +114,7 @@ impl<'a> Exchange<'a> {
         log: &mut AccessLog,
     ) -> Result<Answer<'a>, ProxyError> {
         let table: &'a RoutingTable = self.table;
-        let listener = table
-            .listener(self.proxy.port)
-            .ok_or(ProxyError::ListenerClosing)?;
+        let listener = self.listener.ok_or(ProxyError::ListenerClosing)?;
         let route = listener
             .routes
             .lookup(host, path)
@@ -167,16 +167,7 @@ impl<'a> Exchange<'a> {
                 }
                 Err(Failure::Fatal(e)) => return Err(e),
             };
-            if retried {
-                return Err(error);
-            }
-            let Some(next) = group.pick(|t| t.id != target.id && passive.usable(t)) else {
-                return Err(error);
-            };
-            target.metrics.retries.inc();
-            tracing::warn!(target = %target.id, next = %next.id, %error, "retrying on the next target");
-            retried = true;
-            target = next;
+            target = retry_target(group, passive, target, error, &mut retried)?;
         }
     }
 

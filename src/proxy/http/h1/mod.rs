@@ -94,16 +94,14 @@ pub async fn serve<IO: ClientIo>(
                 }
                 FirstBytes::Speaks(HttpVersion::Http1) => maybe_h2 = false,
                 FirstBytes::Unclear => {
-                    match tokio::time::timeout_at(deadline, read(&mut io, &mut buf)).await {
-                        Ok(Ok(n)) if n > 0 => {}
-                        _ => return,
+                    if !read_by(&mut io, &mut buf, deadline).await {
+                        return;
                     }
                 }
             }
         }
-        let sticky = table
-            .listener(proxy.port)
-            .is_some_and(|l| l.stickiness.is_some());
+        let listener = table.listener(proxy.port);
+        let sticky = listener.is_some_and(|l| l.stickiness.is_some());
         let head = loop {
             match request::parse(&buf, &proxy.forwarded, sticky) {
                 Parsed::Request(head) => break head,
@@ -113,19 +111,15 @@ pub async fn serve<IO: ClientIo>(
                 Parsed::Partial if buf.len() >= MAX_HEAD_BYTES => {
                     return handoff(io, buf, proxy, drain.clone(), HttpVersion::Http1).await
                 }
-                Parsed::Partial => loop {
-                    // Closed, failed, or too slow (slowloris): like hyper, close unanswered.
+                Parsed::Partial => {
                     let before = buf.len();
-                    match tokio::time::timeout_at(deadline, read(&mut io, &mut buf)).await {
-                        Ok(Ok(n)) if n > 0 => {}
-                        _ => return,
+                    while !worth_parsing(&buf, before) {
+                        // Closed, failed, or too slow (slowloris): like hyper, close unanswered.
+                        if !read_by(&mut io, &mut buf, deadline).await {
+                            return;
+                        }
                     }
-                    // httparse starts over on every call: parsing again only once a line
-                    // has ended keeps a head sent a byte at a time from costing its square.
-                    if buf[before..].contains(&b'\n') || buf.len() >= MAX_HEAD_BYTES {
-                        break;
-                    }
-                },
+                }
             }
         };
         let whole = head.len + head.body_len;
@@ -146,6 +140,7 @@ pub async fn serve<IO: ClientIo>(
         let exchange = Exchange {
             proxy: &proxy,
             table: &table,
+            listener,
             request: &buf[..whole],
             head: &head,
             closing: drain.is_signaled(),
@@ -181,6 +176,26 @@ async fn next_bytes<IO: ClientIo>(
 async fn read<R: AsyncRead + Unpin>(io: &mut R, buf: &mut BytesMut) -> io::Result<usize> {
     buf.reserve(CLIENT_READ);
     io.read_buf(buf).await
+}
+
+/// Reads more of a head that must be complete by `deadline`; `false` when the client closed,
+/// failed, or is too slow.
+async fn read_by<IO: ClientIo>(
+    io: &mut IO,
+    buf: &mut BytesMut,
+    deadline: tokio::time::Instant,
+) -> bool {
+    matches!(
+        tokio::time::timeout_at(deadline, read(io, buf)).await,
+        Ok(Ok(n)) if n > 0
+    )
+}
+
+/// Whether a head read since `before` may be complete now. httparse starts over on every
+/// call: parsing again only once a line has ended keeps a head sent a byte at a time from
+/// costing the square of its length (client and target heads alike).
+fn worth_parsing(buf: &[u8], before: usize) -> bool {
+    buf[before..].contains(&b'\n') || buf.len() >= MAX_HEAD_BYTES
 }
 
 enum BodyRead {
@@ -242,7 +257,7 @@ fn error_response(e: &ProxyError, close: bool) -> Vec<u8> {
     out.push(b' ');
     out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ");
-    out.extend_from_slice(body.len().to_string().as_bytes());
+    request::push_decimal(&mut out, body.len() as u64);
     out.extend_from_slice(b"\r\n");
     if super::retry_after(e) {
         out.extend_from_slice(b"retry-after: 1\r\n");

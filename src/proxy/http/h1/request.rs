@@ -268,8 +268,8 @@ fn is_host(value: &[u8]) -> bool {
             .all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
 }
 
-/// A `Content-Length` of plain digits.
-fn parse_length(value: &[u8]) -> Option<u64> {
+/// A `Content-Length` of plain digits (the response side reads its values with this too).
+pub fn parse_length(value: &[u8]) -> Option<u64> {
     if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
         return None;
     }

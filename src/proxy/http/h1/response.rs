@@ -9,6 +9,7 @@ use std::mem::MaybeUninit;
 use http::header::{self, HeaderMap, HeaderValue};
 
 use super::super::MAX_HEADERS;
+use super::request::{parse_length, push_decimal};
 
 /// How the body after a response head ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,7 +81,7 @@ pub fn parse(buf: &[u8], head_request: bool, hold_cookies: bool) -> Result<Parse
         if !matches!(h.name.len(), 10 | 14 | 17) {
             // Not one of the three below: most fields are ruled out by their length.
         } else if h.name.eq_ignore_ascii_case("content-length") {
-            let n = parse_length(h.value).ok_or("invalid content-length")?;
+            let n = parse_length(h.value.trim_ascii()).ok_or("invalid content-length")?;
             if length.is_some_and(|l| l != n) {
                 return Err("two different content-lengths");
             }
@@ -118,7 +119,7 @@ pub fn parse(buf: &[u8], head_request: bool, hold_cookies: bool) -> Result<Parse
     // Room for the body bytes read with the head too: they follow it in one write.
     let mut client = Vec::with_capacity(buf.len() + 32);
     client.extend_from_slice(b"HTTP/1.1 ");
-    super::request::push_decimal(&mut client, u64::from(status));
+    push_decimal(&mut client, u64::from(status));
     client.push(b' ');
     client.extend_from_slice(res.reason.unwrap_or("").as_bytes());
     client.extend_from_slice(b"\r\n");
@@ -181,14 +182,6 @@ fn hop_by_hop(name: &[u8]) -> Option<&'static [u8]> {
         .iter()
         .copied()
         .find(|f| f.eq_ignore_ascii_case(name))
-}
-
-fn parse_length(value: &[u8]) -> Option<u64> {
-    let value = value.trim_ascii();
-    if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(value).ok()?.parse().ok()
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use super::super::upstream::UpstreamError;
 use super::super::MAX_HEAD_BYTES;
 use super::exchange::Outbound;
 use super::response::{self, Framing, ResponseHead};
-use super::{chunked, ClientIo};
+use super::{chunked, worth_parsing, ClientIo};
 
 /// Bytes read at a time from a target for a response head, and for a body.
 const TARGET_HEAD_READ: usize = 4 * 1024;
@@ -53,8 +53,6 @@ pub async fn round(
     // Whether any response byte came (an interim response may have been consumed since).
     let mut answered = false;
     loop {
-        // httparse starts over on every call: parsing again only once a line has ended keeps
-        // a head sent a byte at a time from costing its square.
         let before = buf.len();
         loop {
             buf.reserve(TARGET_HEAD_READ);
@@ -69,7 +67,7 @@ pub async fn round(
                 Err(e) => return Err(Round::Invalid(UpstreamError::Io(e))),
                 Ok(_) => answered = true,
             }
-            if buf[before..].contains(&b'\n') || buf.len() >= MAX_HEAD_BYTES {
+            if worth_parsing(&buf, before) {
                 break;
             }
         }
