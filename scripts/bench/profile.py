@@ -1,6 +1,7 @@
 """Profiles corral on one scenario: the bench's backends and config, corral under
 `valgrind --tool=callgrind` (perf has no hardware counters on this machine), wrk for a few
-seconds. Usage: profile.py CORRAL_BINARY OUT_FILE [SECONDS] [URL] [wrk args...]"""
+seconds (h2load, 10 connections × 10 streams, when the URL starts with `h2:`: `h2:https://...`).
+Usage: profile.py CORRAL_BINARY OUT_FILE [SECONDS] [URL] [wrk args...]"""
 
 import subprocess
 import sys
@@ -23,8 +24,12 @@ def main():
                             env=corral.env(), stderr=open(work / "valgrind.log", "w"))
     try:
         bench.wait_port(bench.HTTP_PORT, proc, timeout=120)
-        wrk = ["taskset", "-c", bench.LOAD_CPU, "wrk", "-t1", "-c8", f"-d{seconds}s"] + extra + [url]
-        print(subprocess.run(wrk, capture_output=True, text=True).stdout)
+        if url.startswith("h2:"):
+            load = ["h2load", "-c10", "-m10", "-D", seconds] + extra + [url[3:]]
+        else:
+            load = ["wrk", "-t1", "-c8", f"-d{seconds}s"] + extra + [url]
+        print(subprocess.run(["taskset", "-c", bench.LOAD_CPU] + load,
+                             capture_output=True, text=True).stdout)
     finally:
         proc.terminate()
         proc.wait(timeout=60)

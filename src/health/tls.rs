@@ -9,6 +9,8 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
+use crate::tls::provider;
+
 /// Where Debian-like systems keep the trusted roots.
 const SYSTEM_ROOTS: &str = "/etc/ssl/certs/ca-certificates.crt";
 
@@ -20,10 +22,6 @@ pub fn client_config(skip_verify: bool) -> Result<Arc<ClientConfig>, String> {
     let cell = if skip_verify { &UNVERIFIED } else { &VERIFIED };
     cell.get_or_init(|| build(skip_verify).map(Arc::new))
         .clone()
-}
-
-fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
 }
 
 fn build(skip_verify: bool) -> Result<ClientConfig, String> {

@@ -37,7 +37,7 @@ pub struct CookieId([u8; 16]);
 
 impl CookieId {
     pub fn of(instance_id: &str) -> CookieId {
-        let digest = ring::digest::digest(&ring::digest::SHA256, instance_id.as_bytes());
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, instance_id.as_bytes());
         let mut out = [0u8; 16];
         for (i, b) in digest.as_ref()[..8].iter().enumerate() {
             out[2 * i] = HEX[usize::from(b >> 4)];

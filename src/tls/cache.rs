@@ -5,8 +5,8 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use aws_lc_rs::digest::{Context, SHA256};
 use parking_lot::Mutex;
-use ring::digest::{Context, SHA256};
 use rustls::sign::CertifiedKey;
 
 use super::cert::{self, CertError, CertInfo};

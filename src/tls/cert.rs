@@ -158,11 +158,15 @@ pub fn certified_key(
     }
 
     let key = private_key(key_pem)?;
-    let signing_key = rustls::crypto::ring::sign::any_supported_type(&key).map_err(|_| {
-        CertError::UnsupportedKey(
-            "only RSA (2048-8192 bits), ECDSA P-256/P-384 and Ed25519 keys can be served".into(),
-        )
-    })?;
+    let signing_key = super::provider()
+        .key_provider
+        .load_private_key(key)
+        .map_err(|_| {
+            CertError::UnsupportedKey(
+                "only RSA (2048-8192 bits), ECDSA P-256/P-384 and Ed25519 keys can be served"
+                    .into(),
+            )
+        })?;
     let certified = CertifiedKey::new(chain, signing_key);
     match certified.keys_match() {
         Ok(()) => {}
@@ -307,7 +311,7 @@ fn info_of(der: &[u8], cert: &X509Certificate<'_>) -> Result<CertInfo, CertError
         }
     }
 
-    let digest = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, der);
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, der);
     let fingerprint = digest
         .as_ref()
         .iter()

@@ -7,11 +7,18 @@ pub mod resolver;
 
 use std::sync::Arc;
 
+use rustls::crypto::CryptoProvider;
 use rustls::server::{ProducesTickets, ServerSessionMemoryCache, StoresServerSessions};
 use rustls::ServerConfig;
 
 pub use cache::CertCache;
 pub use resolver::CertResolver;
+
+/// The crypto every TLS connection of corral's uses, served or made (health checks):
+/// aws-lc-rs, for its RSA signatures at OpenSSL's speed (Cargo.toml says more).
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
 
 /// TLS state shared by every table: the session cache and ticket keys, so that a client
 /// resumes across table swaps (a certificate change must not log every client out of
@@ -31,7 +38,7 @@ impl Default for TlsContext {
 
 impl TlsContext {
     pub fn new() -> TlsContext {
-        let ticketer: Arc<dyn ProducesTickets> = match rustls::crypto::ring::Ticketer::new() {
+        let ticketer: Arc<dyn ProducesTickets> = match rustls::crypto::aws_lc_rs::Ticketer::new() {
             Ok(t) => t,
             Err(e) => {
                 // Without tickets, clients still resume through the session cache.
@@ -49,10 +56,9 @@ impl TlsContext {
 
     /// A server configuration choosing certificates with `resolver`, offering `alpn`.
     pub fn server_config(&self, resolver: CertResolver, alpn: &[&[u8]]) -> Arc<ServerConfig> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
         // The provider's defaults are TLS 1.3 and 1.2 with safe suites; this cannot fail
         // with them, but fall back to the plain builder rather than panic.
-        let builder = ServerConfig::builder_with_provider(provider)
+        let builder = ServerConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
             .unwrap_or_else(|_| ServerConfig::builder());
         let mut config = builder

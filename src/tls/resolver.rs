@@ -164,9 +164,7 @@ mod tests {
     use rustls::pki_types::{CertificateDer, IpAddr as PkiIpAddr, ServerName};
     use rustls::{ClientConfig, ClientConnection, ServerConfig, ServerConnection};
 
-    fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-        Arc::new(rustls::crypto::ring::default_provider())
-    }
+    use crate::tls::provider;
 
     /// A P-256 certificate for `names` signed by `issuer`: (PEM cert, PEM key).
     fn issue(
