@@ -21,6 +21,8 @@ use crate::tls::TlsContext;
 pub struct Shared {
     pub table: ArcSwap<RoutingTable>,
     pub pool: Pool,
+    /// Read buffers of the HTTP/1 relay's requests in flight.
+    pub buffers: crate::proxy::http::Buffers,
     pub metrics: Metrics,
     pub tls: TlsContext,
     /// Targets cooling off after failed requests; outside the table, so swaps keep it.
@@ -90,6 +92,7 @@ impl Runtime {
             shared: Arc::new(Shared {
                 table: ArcSwap::from_pointee(table),
                 pool,
+                buffers: Default::default(),
                 metrics: Metrics::new(),
                 tls: TlsContext::new(),
                 passive: Default::default(),

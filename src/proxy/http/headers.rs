@@ -87,94 +87,148 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// What the target needs to know about the client side: `X-Forwarded-For` (appended to),
-/// `X-Forwarded-Proto` and `X-Forwarded-Port`. Built once per client connection, so a request
-/// without a prior `X-Forwarded-For` costs three header inserts and no formatting.
+/// `X-Forwarded-Proto` and `X-Forwarded-Port`. The client's address and the port are
+/// formatted once per client connection, inline: a connection that makes one request should
+/// not pay two allocations for them.
 #[derive(Debug, Clone)]
 pub struct Forwarded {
-    client: Option<HeaderValue>,
-    proto: HeaderValue,
-    port: HeaderValue,
+    client: Text<45>,
+    port: Text<5>,
+    proto: &'static str,
 }
 
 impl Forwarded {
     pub fn new(client: IpAddr, proto: &'static str, port: u16) -> Forwarded {
         Forwarded {
-            client: address_value(client),
-            proto: HeaderValue::from_static(proto),
-            port: HeaderValue::from(port),
+            client: address_text(client),
+            port: Text::decimal(port),
+            proto,
         }
     }
 
     /// Sets the three headers on a request going to a target.
     pub fn apply(&self, headers: &mut HeaderMap) {
-        if let Some(client) = &self.client {
-            match headers.entry(&X_FORWARDED_FOR) {
-                Entry::Vacant(e) => {
-                    e.insert(client.clone());
-                }
-                Entry::Occupied(mut e) => {
-                    let mut values = e.iter().filter_map(|v| v.to_str().ok());
-                    let xff = match values.next() {
-                        Some(first) => {
-                            let prior = values.fold(first.to_string(), |acc, v| acc + ", " + v);
-                            let client = client.to_str().unwrap_or_default();
-                            HeaderValue::from_str(&format!("{prior}, {client}")).ok()
-                        }
-                        None => Some(client.clone()),
-                    };
-                    if let Some(v) = xff {
-                        e.insert(v);
-                    }
+        let client = self.client.as_str();
+        match headers.entry(&X_FORWARDED_FOR) {
+            Entry::Vacant(e) => {
+                e.insert(HeaderValue::from_str(client).unwrap_or(HeaderValue::from_static("")));
+            }
+            Entry::Occupied(mut e) => {
+                let prior = e.iter().filter_map(|v| v.to_str().ok());
+                let xff = prior.chain([client]).collect::<Vec<_>>().join(", ");
+                if let Ok(v) = HeaderValue::from_str(&xff) {
+                    e.insert(v);
                 }
             }
         }
-        headers.insert(&X_FORWARDED_PROTO, self.proto.clone());
-        headers.insert(&X_FORWARDED_PORT, self.port.clone());
+        headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(self.proto));
+        if let Ok(port) = HeaderValue::from_str(self.port.as_str()) {
+            headers.insert(&X_FORWARDED_PORT, port);
+        }
     }
 
     /// The same three fields as raw HTTP/1 lines, after the `prior` `X-Forwarded-For` values
     /// the client sent (for the relay, which forwards heads as bytes).
     pub fn write_lines(&self, prior: &[&[u8]], out: &mut Vec<u8>) {
-        let client = self.client.as_ref().map(HeaderValue::as_bytes);
-        let mut values = prior.iter().copied().chain(client);
-        if let Some(first) = values.next() {
-            out.extend_from_slice(b"x-forwarded-for: ");
-            out.extend_from_slice(first);
-            for v in values {
-                out.extend_from_slice(b", ");
-                out.extend_from_slice(v);
-            }
-            out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(b"x-forwarded-for: ");
+        for v in prior {
+            out.extend_from_slice(v);
+            out.extend_from_slice(b", ");
         }
-        out.extend_from_slice(b"x-forwarded-proto: ");
+        out.extend_from_slice(self.client.as_str().as_bytes());
+        out.extend_from_slice(b"\r\nx-forwarded-proto: ");
         out.extend_from_slice(self.proto.as_bytes());
         out.extend_from_slice(b"\r\nx-forwarded-port: ");
-        out.extend_from_slice(self.port.as_bytes());
+        out.extend_from_slice(self.port.as_str().as_bytes());
         out.extend_from_slice(b"\r\n");
     }
 }
 
-/// A client address as a field value. Made once per connection: IPv4, the common case, is
-/// written directly (`Display` for `IpAddr` goes through the formatting machinery, a
-/// noticeable share of a connection-per-request's cost).
-fn address_value(client: IpAddr) -> Option<HeaderValue> {
-    let IpAddr::V4(v4) = client else {
-        return HeaderValue::from_str(&client.to_string()).ok();
-    };
-    let mut text = Vec::with_capacity(15);
-    for (i, octet) in v4.octets().into_iter().enumerate() {
-        if i > 0 {
-            text.push(b'.');
+/// ASCII text of at most `N` bytes, kept inline.
+#[derive(Clone, Copy)]
+struct Text<const N: usize> {
+    bytes: [u8; N],
+    len: usize,
+}
+
+impl<const N: usize> Text<N> {
+    fn new() -> Self {
+        Text {
+            bytes: [0; N],
+            len: 0,
         }
-        if octet >= 100 {
-            text.push(b'0' + octet / 100);
-        }
-        if octet >= 10 {
-            text.push(b'0' + octet / 10 % 10);
-        }
-        text.push(b'0' + octet % 10);
     }
-    HeaderValue::from_maybe_shared(bytes::Bytes::from(text)).ok()
+
+    fn decimal(mut n: u16) -> Self {
+        let mut digits = [0u8; 5];
+        let mut start = digits.len();
+        loop {
+            start -= 1;
+            digits[start] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        let mut text = Text::new();
+        digits[start..].iter().for_each(|&d| text.push(d));
+        text
+    }
+
+    fn push(&mut self, b: u8) {
+        if let Some(slot) = self.bytes.get_mut(self.len) {
+            *slot = b;
+            self.len += 1;
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        // Only ASCII is ever pushed; the fallback is unreachable.
+        std::str::from_utf8(&self.bytes[..self.len]).unwrap_or_default()
+    }
+}
+
+impl<const N: usize> std::fmt::Write for Text<N> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        if self.len + s.len() > N {
+            return Err(std::fmt::Error);
+        }
+        s.bytes().for_each(|b| self.push(b));
+        Ok(())
+    }
+}
+
+impl<const N: usize> std::fmt::Debug for Text<N> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A client address as text. IPv4, the common case, is written directly (`Display` for
+/// `IpAddr` goes through the formatting machinery, a noticeable share of a
+/// connection-per-request's cost); the longest IPv6 text is 45 bytes.
+fn address_text(client: IpAddr) -> Text<45> {
+    let mut text = Text::new();
+    match client {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    text.push(b'.');
+                }
+                if octet >= 100 {
+                    text.push(b'0' + octet / 100);
+                }
+                if octet >= 10 {
+                    text.push(b'0' + octet / 10 % 10);
+                }
+                text.push(b'0' + octet % 10);
+            }
+        }
+        IpAddr::V6(v6) => {
+            let _ = std::fmt::Write::write_fmt(&mut text, format_args!("{v6}"));
+        }
+    }
+    text
 }
 
 #[cfg(test)]
@@ -233,9 +287,14 @@ mod tests {
             "255.255.255.255",
             "192.168.100.1",
             "::1",
+            "::ffff:192.168.100.1",
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+            "1234:5678:9abc:def0:1234:5678:9abc:def0",
         ] {
-            let value = address_value(ip.parse().unwrap()).unwrap();
-            assert_eq!(value.to_str().unwrap(), ip);
+            assert_eq!(address_text(ip.parse().unwrap()).as_str(), ip);
+        }
+        for port in [0, 7, 80, 443, 8080, 65535] {
+            assert_eq!(Text::<5>::decimal(port).as_str(), port.to_string());
         }
     }
 

@@ -5,6 +5,7 @@
 //! exchanges, [`Proxy::downstream_response`] rewrites the answer.
 
 mod body;
+mod buffers;
 mod error;
 mod h1;
 mod headers;
@@ -30,6 +31,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 pub use body::ProxyBody;
+pub use buffers::Buffers;
 pub use error::ProxyError;
 pub use h1::ClientIo;
 pub use upstream::Pool;

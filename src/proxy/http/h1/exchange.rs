@@ -217,10 +217,11 @@ impl<'a> Exchange<'a> {
                 Some(conn) => conn,
                 None => self.connect(target).await?,
             };
-            let mut result = round(&mut conn.stream, outbound).await;
+            let buffers = &self.proxy.shared.buffers;
+            let mut result = round(&mut conn.stream, outbound, buffers).await;
             if reused && self.head.replayable() && matches!(result, Err(Round::Stale(_))) {
                 conn = self.connect(target).await?;
-                result = round(&mut conn.stream, outbound).await;
+                result = round(&mut conn.stream, outbound, buffers).await;
             }
             match result {
                 Ok((rest, head)) => Ok((conn, rest, head)),
@@ -280,7 +281,7 @@ impl<'a> Exchange<'a> {
         let Answer {
             target,
             mut conn,
-            rest,
+            mut rest,
             mut head,
             sticky,
         } = answer;
@@ -294,7 +295,9 @@ impl<'a> Exchange<'a> {
             out.extend_from_slice(b"connection: close\r\n");
         }
         out.extend_from_slice(b"\r\n");
-        match body(io, &mut conn.stream, rest, out, head.framing, log).await {
+        let streamed = body(io, &mut conn.stream, &mut rest, out, head.framing, log).await;
+        self.proxy.shared.buffers.give(rest);
+        match streamed {
             Ok(clean) => {
                 if clean && head.reusable {
                     self.proxy.shared.pool.put_raw(target.addr, conn);

@@ -32,7 +32,7 @@ use tokio::net::TcpStream;
 use super::error::ProxyError;
 use super::upstream::UpstreamError;
 use super::version::{classify, FirstBytes};
-use super::{HttpVersion, Proxy, MAX_HEAD_BYTES};
+use super::{Buffers, HttpVersion, Proxy, MAX_HEAD_BYTES};
 use crate::io::Rewind;
 use crate::metrics::CountingIo;
 use crate::server::drain;
@@ -80,10 +80,12 @@ pub async fn serve<IO: ClientIo>(
         let timeouts = table.timeouts;
         if buf.is_empty() {
             // Between requests the connection keeps no buffer.
-            buf = BytesMut::new();
+            let buffers = &proxy.shared.buffers;
+            buffers.give(std::mem::take(&mut buf));
             let idle = timeouts.idle_keepalive();
-            if !next_bytes(&mut io, &mut buf, idle, draining.as_mut()).await {
-                return;
+            match next_bytes(&mut io, buffers, idle, draining.as_mut()).await {
+                Some(read) => buf = read,
+                None => return,
             }
         }
         let deadline = tokio::time::Instant::now() + timeouts.request_headers();
@@ -153,23 +155,30 @@ pub async fn serve<IO: ClientIo>(
     }
 }
 
-/// Waits for the first bytes of the next request; `false` when none will come (closed,
-/// idle too long, draining).
+/// Waits for the first bytes of the next request, read into a buffer from `buffers`; `None`
+/// when none will come (closed, idle too long, draining).
 async fn next_bytes<IO: ClientIo>(
     io: &mut IO,
-    buf: &mut BytesMut,
+    buffers: &Buffers,
     idle: Duration,
     draining: Pin<&mut impl Future<Output = ()>>,
-) -> bool {
+) -> Option<BytesMut> {
     let wait = async {
         if let Some(socket) = io.plain_socket() {
             socket.readable().await.ok()?;
         }
-        read(io, buf).await.ok().filter(|&n| n > 0)
+        let mut buf = buffers.take();
+        match read(io, &mut buf).await {
+            Ok(n) if n > 0 => Some(buf),
+            _ => {
+                buffers.give(buf);
+                None
+            }
+        }
     };
     tokio::select! {
-        got = tokio::time::timeout(idle, wait) => matches!(got, Ok(Some(_))),
-        () = draining => false,
+        got = tokio::time::timeout(idle, wait) => got.ok().flatten(),
+        () = draining => None,
     }
 }
 

@@ -9,7 +9,7 @@ use tokio::net::TcpStream;
 
 use super::super::log::AccessLog;
 use super::super::upstream::UpstreamError;
-use super::super::MAX_HEAD_BYTES;
+use super::super::{Buffers, MAX_HEAD_BYTES};
 use super::exchange::Outbound;
 use super::response::{self, Framing, ResponseHead};
 use super::{chunked, worth_parsing, ClientIo};
@@ -29,10 +29,12 @@ pub enum Round {
     Invalid(UpstreamError),
 }
 
-/// Sends the request on `stream` and reads the final response head, skipping 1xx ones.
+/// Sends the request on `stream` and reads the final response head, skipping 1xx ones, into
+/// a buffer from `buffers`.
 pub async fn round(
     stream: &mut TcpStream,
     outbound: Outbound<'_>,
+    buffers: &Buffers,
 ) -> Result<(BytesMut, ResponseHead), Round> {
     let Outbound {
         head,
@@ -49,7 +51,7 @@ pub async fn round(
         stream.write_all(&whole).await
     };
     sent.map_err(|e| Round::Stale(UpstreamError::Io(e)))?;
-    let mut buf = BytesMut::with_capacity(TARGET_HEAD_READ);
+    let mut buf = buffers.take();
     // Whether any response byte came (an interim response may have been consumed since).
     let mut answered = false;
     loop {
@@ -95,7 +97,7 @@ pub async fn round(
 pub async fn body<IO: ClientIo>(
     io: &mut IO,
     target: &mut TcpStream,
-    mut buf: BytesMut,
+    buf: &mut BytesMut,
     mut out: Vec<u8>,
     framing: Framing,
     log: &mut AccessLog,
@@ -124,13 +126,13 @@ pub async fn body<IO: ClientIo>(
         buf.advance(n);
         Ok((n, done))
     };
-    let (n, mut done) = take(&mut buf, &mut out)?;
+    let (n, mut done) = take(buf, &mut out)?;
     log.bytes_out += n as u64;
     io.write_all(&out).await?;
     let mut chunk = out;
     while !done {
         buf.reserve(TARGET_READ);
-        if target.read_buf(&mut buf).await? == 0 {
+        if target.read_buf(buf).await? == 0 {
             if framing == Framing::UntilClose {
                 io.flush().await?;
                 return Ok(false);
@@ -141,7 +143,7 @@ pub async fn body<IO: ClientIo>(
             ));
         }
         chunk.clear();
-        let (n, complete) = take(&mut buf, &mut chunk)?;
+        let (n, complete) = take(buf, &mut chunk)?;
         done = complete;
         log.bytes_out += n as u64;
         io.write_all(&chunk).await?;
