@@ -1,5 +1,5 @@
-"""Counts a proxy's system calls per request (`strace -c -f`) on one wrk scenario, for each
-system given: the bench's backends and configs, strace attached for a few seconds of load.
+"""Counts a proxy's system calls per request (`strace -c -f`) on one wrk or h2load scenario, for
+each system given: the bench's backends and configs, strace attached for a few seconds of load.
 Usage: syscalls.py CORRAL_BINARY SCENARIO SYSTEM... (e.g. h1-close corral nginx haproxy)"""
 
 import re
@@ -11,15 +11,21 @@ import bench
 
 
 def count(proxy, sc, seconds=4):
+    if sc["tool"] == "h2load":
+        def load(s):
+            return bench.run_h2load(sc, s, proxy.work)
+    else:
+        def load(s):
+            return bench.run_wrk(sc, s)
     proxy.start()
     try:
-        bench.run_wrk(sc, 1)  # warm up (pools, caches)
+        load(1)  # warm up (pools, caches)
         pids = [proxy.pid()] + bench.children_of(proxy.pid())
         strace = subprocess.Popen(["strace", "-c", "-f", "-o", str(proxy.work / "strace.txt")]
                                   + [a for p in pids for a in ("-p", str(p))],
                                   stderr=subprocess.DEVNULL)
         time.sleep(0.5)
-        r = bench.run_wrk(sc, seconds)
+        r = load(seconds)
         strace.terminate()
         strace.wait(timeout=30)
         return r["requests"], (proxy.work / "strace.txt").read_text()

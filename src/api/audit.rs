@@ -138,6 +138,11 @@ impl AuditLog {
         }
     }
 
+    /// Removes the oldest entry (ids are not handed out again).
+    pub fn pop_oldest(&mut self) -> Option<AuditEntry> {
+        self.entries.pop_front()
+    }
+
     /// Oldest first; `.rev()` for newest first.
     pub fn entries(&self) -> impl DoubleEndedIterator<Item = &AuditEntry> {
         self.entries.iter()

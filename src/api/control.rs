@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use http::StatusCode;
 use tokio::sync::{mpsc, watch, Mutex};
 use tokio::time::Instant;
 
@@ -155,7 +156,7 @@ impl Control {
                 Ok(out) => out,
                 Err(e) => break Err(e),
             };
-            match self.write(&next, &mut served).await {
+            match self.write(&mut next, &mut served).await {
                 Ok(Commit::Done { revision }) => {
                     self.adopt(Arc::new(next), revision);
                     self.runtime.shared().metrics.store.synced(revision);
@@ -185,7 +186,7 @@ impl Control {
 
     /// Serves `next` and commits it at the revision held. `served` becomes true once the
     /// table serves `next`.
-    async fn write(&self, next: &State, served: &mut bool) -> Result<Commit, ApiError> {
+    async fn write(&self, next: &mut State, served: &mut bool) -> Result<Commit, ApiError> {
         let unavailable =
             |e: StoreError| ApiError::unavailable(format!("cannot persist the change: {e}"));
         // etcd known to be away: refuse before serving the change at all.
@@ -196,7 +197,14 @@ impl Control {
         let expected = self.revision.load(Ordering::Acquire);
         self.store.commit(next, expected).await.map_err(|e| {
             tracing::error!(error = %e, "cannot persist the control state; change rolled back");
-            unavailable(e)
+            match e {
+                StoreError::TooLarge { .. } => ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "StateTooLarge",
+                    format!("the change cannot be stored: {e}"),
+                ),
+                e => unavailable(e),
+            }
         })
     }
 
@@ -270,7 +278,7 @@ impl Control {
             let mut next = (*current).clone();
             next.audit.push(entry.clone(), self.audit_retention);
             let expected = self.revision.load(Ordering::Acquire);
-            match self.store.commit(&next, expected).await {
+            match self.store.commit(&mut next, expected).await {
                 Ok(Commit::Done { revision }) => {
                     self.state.store(Arc::new(next));
                     self.revision.store(revision, Ordering::Release);
@@ -475,6 +483,50 @@ mod tests {
         assert!(!changes.has_changed().unwrap());
         // Tried (one build) and rolled back (another): the same content serves.
         assert_eq!(control.runtime().table().generation(), generation + 2);
+    }
+
+    #[tokio::test]
+    async fn a_document_limit_trims_the_audit_log_and_refuses_what_cannot_fit() {
+        let memory = Arc::new(MemoryStore::default());
+        memory.inner.lock().limit = Some(20_000);
+        let control = control(&memory).await;
+        for i in 0..200 {
+            let body = serde_json::json!({ "name": format!("lb-{i}"), "note": "x".repeat(200) });
+            let entry = AuditEntry::new(
+                Some("loadBalancerService"),
+                "create",
+                None,
+                "POST",
+                "/v1/loadbalancerservices",
+                "127.0.0.1".into(),
+                201,
+                body,
+            );
+            control.audit(entry).await;
+        }
+        // Every entry was committed; the oldest made room for the newest.
+        let state = control.state();
+        let kept = state.audit.len();
+        assert!(kept > 20 && kept < 200, "{kept} entries kept");
+        let newest = state.audit.entries().next_back().unwrap();
+        assert_eq!(newest.id, "1al200");
+        assert!(newest.request_object["name"] == "lb-199");
+        // What is served is what is stored.
+        assert_eq!(memory.inner.lock().current.as_ref().unwrap().state, *state);
+
+        // A state too large even without its audit log: 413, and nothing changes.
+        memory.inner.lock().limit = Some(10);
+        let err = control
+            .update(|s| {
+                s.rancher.next_id += 1;
+                Ok(())
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.status, http::StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(err.message.contains("at most 10"), "{err}");
+        assert_eq!(control.state().rancher.next_id, state.rancher.next_id);
+        assert_eq!(control.state().audit.len(), kept);
     }
 
     #[tokio::test]

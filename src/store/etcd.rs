@@ -141,11 +141,8 @@ impl EtcdStore {
         ))
     }
 
-    pub async fn commit(&self, state: &State, expected: i64) -> Result<Commit, StoreError> {
-        let bytes = serde_json::to_vec(state).map_err(|e| StoreError::Corrupt {
-            path: self.key.clone(),
-            message: e.to_string(),
-        })?;
+    pub async fn commit(&self, state: &mut State, expected: i64) -> Result<Commit, StoreError> {
+        let bytes = super::fit(state, super::ETCD_DOCUMENT_LIMIT, &self.key)?;
         let txn = Txn::new()
             .when([Compare::mod_revision(
                 self.key.clone(),
@@ -342,7 +339,7 @@ mod tests {
             Err(StoreError::Unavailable(_))
         ));
         assert!(matches!(
-            store.commit(&State::default(), 0).await,
+            store.commit(&mut State::default(), 0).await,
             Err(StoreError::Unavailable(_))
         ));
         assert!(started.elapsed() < CALL_TIMEOUT * 3);

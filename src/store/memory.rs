@@ -16,6 +16,8 @@ pub struct Memory {
     /// States another replica writes just before each of the next commits.
     pub racers: Vec<State>,
     pub down: bool,
+    /// A document limit, as etcd has.
+    pub limit: Option<usize>,
 }
 
 impl MemoryStore {
@@ -30,8 +32,11 @@ impl MemoryStore {
         }))
     }
 
-    pub fn commit(&self, state: &State, expected: i64) -> Result<Commit, StoreError> {
+    pub fn commit(&self, state: &mut State, expected: i64) -> Result<Commit, StoreError> {
         let mut g = self.inner.lock();
+        if let Some(limit) = g.limit {
+            super::fit(state, limit, "memory")?;
+        }
         if g.down {
             return Err(StoreError::Unavailable("memory store down".into()));
         }

@@ -55,6 +55,53 @@ pub enum StoreError {
     /// etcd did not answer (down, no leader, timed out): retryable.
     #[error("etcd store unavailable: {0}")]
     Unavailable(String),
+    /// The state does not fit the store's document limit even without its audit log.
+    #[error("the state needs {size} bytes without its audit log; the store takes at most {limit}")]
+    TooLarge { size: usize, limit: usize },
+}
+
+/// etcd refuses requests over 1.5 MiB (its default `--max-request-bytes`): the document
+/// stays under this, with room for the transaction around it.
+pub const ETCD_DOCUMENT_LIMIT: usize = 1_400_000;
+
+/// `state` as a JSON document of at most `limit` bytes. The audit log is the one part that
+/// grows with use rather than with configuration (10,000 entries are several MiB), so its
+/// oldest entries are dropped from `state` while the document is over. A state too large
+/// without any audit entry is refused, and left as it was.
+pub fn fit(state: &mut State, limit: usize, key: &str) -> Result<Vec<u8>, StoreError> {
+    let json = |value: &State| {
+        serde_json::to_vec(value).map_err(|e| StoreError::Corrupt {
+            path: key.to_string(),
+            message: e.to_string(),
+        })
+    };
+    let mut bytes = json(state)?;
+    if bytes.len() <= limit {
+        return Ok(bytes);
+    }
+    let mut trimmed = state.clone();
+    let before = trimmed.audit.len();
+    while bytes.len() > limit {
+        // Drop at least the excess, by the entries' own sizes, then measure again.
+        let mut excess = bytes.len() - limit;
+        while excess > 0 {
+            let Some(entry) = trimmed.audit.pop_oldest() else {
+                let size = json(&trimmed)?.len();
+                return Err(StoreError::TooLarge { size, limit });
+            };
+            let size = serde_json::to_vec(&entry).map_or(1, |b| b.len() + 1);
+            excess = excess.saturating_sub(size);
+        }
+        bytes = json(&trimmed)?;
+    }
+    tracing::warn!(
+        dropped = before - trimmed.audit.len(),
+        kept = trimmed.audit.len(),
+        limit,
+        "oldest audit entries dropped to keep the state within the store's limit"
+    );
+    *state = trimmed;
+    Ok(bytes)
 }
 
 /// The state as the store holds it, with the revision it was read at.
@@ -205,8 +252,10 @@ impl Store {
     }
 
     /// Writes `state` if the store still holds revision `expected` (the file backend has one
-    /// writer, this process, so it always writes).
-    pub async fn commit(&self, state: &State, expected: i64) -> Result<Commit, StoreError> {
+    /// writer, this process, so it always writes). A store with a document limit (etcd)
+    /// drops the oldest audit entries of `state` to fit it, so that the caller holds what
+    /// was written.
+    pub async fn commit(&self, state: &mut State, expected: i64) -> Result<Commit, StoreError> {
         // Only stores shared with other writers compare revisions.
         let _ = expected;
         match self {
@@ -276,6 +325,57 @@ mod tests {
         assert!(normalize_prefix("").is_err());
     }
 
+    fn audited(entries: usize) -> State {
+        let mut state = State::default();
+        state.rancher.next_id = 7;
+        for i in 0..entries {
+            let body = serde_json::json!({ "name": format!("lb-{i}"), "padding": "x".repeat(200) });
+            let entry = crate::api::audit::AuditEntry::new(
+                Some("loadBalancerService"),
+                "create",
+                None,
+                "POST",
+                "/v1/loadbalancerservices",
+                "127.0.0.1".into(),
+                201,
+                body,
+            );
+            state.audit.push(entry, usize::MAX);
+        }
+        state
+    }
+
+    #[test]
+    fn fit_drops_the_oldest_audit_entries_to_stay_under_the_limit() {
+        let full = audited(400);
+        let whole = serde_json::to_vec(&full).unwrap().len();
+        // Under the limit: the state is written as it is.
+        let mut state = full.clone();
+        assert_eq!(fit(&mut state, whole, "k").unwrap().len(), whole);
+        assert_eq!(state, full);
+        // Over it: the oldest entries go, the newest stay, and what is returned is `state`.
+        let mut state = full.clone();
+        let bytes = fit(&mut state, whole / 2, "k").unwrap();
+        assert!(bytes.len() <= whole / 2, "{} > {}", bytes.len(), whole / 2);
+        assert_eq!(bytes, serde_json::to_vec(&state).unwrap());
+        assert!(
+            state.audit.len() < 400 && state.audit.len() > 150,
+            "{}",
+            state.audit.len()
+        );
+        let newest = |s: &State| s.audit.entries().next_back().map(|e| e.id.clone());
+        assert_eq!(newest(&state), newest(&full));
+        assert_eq!(state.rancher, full.rancher);
+        // Too large without any audit entry: refused, and nothing dropped.
+        let mut state = full.clone();
+        let err = fit(&mut state, 10, "k").unwrap_err();
+        assert!(
+            matches!(err, StoreError::TooLarge { limit: 10, .. }),
+            "{err}"
+        );
+        assert_eq!(state, full);
+    }
+
     #[tokio::test]
     async fn file_backend_always_commits_and_reloads() {
         let dir = std::env::temp_dir().join(format!("corral-store-enum-{}", std::process::id()));
@@ -287,7 +387,7 @@ mod tests {
         let mut state = State::default();
         state.rancher.next_id = 7;
         assert!(matches!(
-            store.commit(&state, 42).await.unwrap(),
+            store.commit(&mut state.clone(), 42).await.unwrap(),
             Commit::Done { revision: 0 }
         ));
         assert_eq!(store.load().await.unwrap().state, state);
