@@ -202,6 +202,22 @@ fn redact_map(m: &mut Map<String, Value>) {
     }
 }
 
+/// The `i`th of a series of similar entries of about 400 bytes, for tests of retention.
+#[cfg(test)]
+pub fn sample_entry(i: usize) -> AuditEntry {
+    let body = serde_json::json!({ "name": format!("lb-{i}"), "note": "x".repeat(200) });
+    AuditEntry::new(
+        Some("loadBalancerService"),
+        "create",
+        None,
+        "POST",
+        "/v1/loadbalancerservices",
+        "127.0.0.1".into(),
+        201,
+        body,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;

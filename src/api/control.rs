@@ -491,18 +491,7 @@ mod tests {
         memory.inner.lock().limit = Some(20_000);
         let control = control(&memory).await;
         for i in 0..200 {
-            let body = serde_json::json!({ "name": format!("lb-{i}"), "note": "x".repeat(200) });
-            let entry = AuditEntry::new(
-                Some("loadBalancerService"),
-                "create",
-                None,
-                "POST",
-                "/v1/loadbalancerservices",
-                "127.0.0.1".into(),
-                201,
-                body,
-            );
-            control.audit(entry).await;
+            control.audit(super::super::audit::sample_entry(i)).await;
         }
         // Every entry was committed; the oldest made room for the newest.
         let state = control.state();

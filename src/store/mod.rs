@@ -329,18 +329,9 @@ mod tests {
         let mut state = State::default();
         state.rancher.next_id = 7;
         for i in 0..entries {
-            let body = serde_json::json!({ "name": format!("lb-{i}"), "padding": "x".repeat(200) });
-            let entry = crate::api::audit::AuditEntry::new(
-                Some("loadBalancerService"),
-                "create",
-                None,
-                "POST",
-                "/v1/loadbalancerservices",
-                "127.0.0.1".into(),
-                201,
-                body,
-            );
-            state.audit.push(entry, usize::MAX);
+            state
+                .audit
+                .push(crate::api::audit::sample_entry(i), usize::MAX);
         }
         state
     }

@@ -159,19 +159,11 @@ impl<const N: usize> Text<N> {
         }
     }
 
-    fn decimal(mut n: u16) -> Self {
-        let mut digits = [0u8; 5];
-        let mut start = digits.len();
-        loop {
-            start -= 1;
-            digits[start] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        }
+    fn decimal(n: u16) -> Self {
         let mut text = Text::new();
-        digits[start..].iter().for_each(|&d| text.push(d));
+        decimal(u64::from(n), &mut [0; 20])
+            .iter()
+            .for_each(|&d| text.push(d));
         text
     }
 
@@ -202,6 +194,21 @@ impl<const N: usize> std::fmt::Debug for Text<N> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+/// `n` in decimal, written at the end of `digits` (no leading zeros: a canonical
+/// `Content-Length`).
+pub fn decimal(mut n: u64, digits: &mut [u8; 20]) -> &[u8] {
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    &digits[start..]
 }
 
 /// A client address as text. IPv4, the common case, is written directly (`Display` for

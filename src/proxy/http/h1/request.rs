@@ -210,18 +210,7 @@ fn check(
 
 /// Writes `n` in decimal (a canonical `Content-Length`: no leading zeros).
 pub fn push_decimal(out: &mut Vec<u8>, n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    let mut n = n;
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
+    out.extend_from_slice(super::super::headers::decimal(n, &mut [0; 20]));
 }
 
 /// Where `part`, a slice of `buf`, lies in it.
