@@ -87,6 +87,10 @@ impl RouteSet {
         };
         if let Some(host) = host {
             consider(self.exact.get(host));
+            if self.suffix.is_empty() && self.prefix.is_empty() {
+                // No wildcard rules (the common table): no need to walk the host's labels.
+                return best.map(|i| &self.routes[i as usize]);
+            }
             for (dot, _) in host.match_indices('.') {
                 // ".example.com" for "*.example.com": at least one label stands before it.
                 if dot > 0 {
