@@ -98,7 +98,8 @@ pub fn fit(state: &mut State, limit: usize, key: &str) -> Result<Vec<u8>, StoreE
         dropped = before - trimmed.audit.len(),
         kept = trimmed.audit.len(),
         limit,
-        "oldest audit entries dropped to keep the state within the store's limit"
+        "oldest audit entries dropped to keep the state within the store's limit \
+         (a lower --audit-retention keeps fewer and stops this)"
     );
     *state = trimmed;
     Ok(bytes)

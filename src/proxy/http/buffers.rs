@@ -31,7 +31,9 @@ impl Buffers {
     /// Takes `buf` back, whatever it still holds (its contents are discarded).
     pub fn give(&self, mut buf: BytesMut) {
         buf.clear();
-        if buf.capacity() == 0 || buf.capacity() > MAX_KEPT {
+        // `capacity()` counts only the room after the bytes already consumed; `try_reclaim`
+        // judges the whole allocation: none at all, or one larger than MAX_KEPT, is not kept.
+        if !buf.try_reclaim(1) || buf.try_reclaim(MAX_KEPT + 1) {
             return;
         }
         let mut free = self.free.lock();
@@ -63,5 +65,25 @@ mod tests {
             buffers.give(BytesMut::with_capacity(64));
         }
         assert_eq!(buffers.free.lock().len(), KEEP);
+    }
+
+    #[test]
+    fn consumed_bytes_do_not_hide_the_size_of_the_allocation() {
+        use bytes::Buf;
+        let buffers = Buffers::default();
+        // A large block read to its end: the room left is small, the block is not.
+        let mut large = BytesMut::with_capacity(4 * MAX_KEPT);
+        large.extend_from_slice(&vec![1; 4 * MAX_KEPT - 100]);
+        large.advance(4 * MAX_KEPT - 100);
+        assert!(large.capacity() <= MAX_KEPT);
+        buffers.give(large);
+        assert!(buffers.free.lock().is_empty());
+        // A small block read to its very end is kept, with all its room back.
+        let mut full = BytesMut::with_capacity(4096);
+        full.extend_from_slice(&[1; 4096]);
+        full.advance(4096);
+        assert_eq!(full.capacity(), 0);
+        buffers.give(full);
+        assert!(buffers.take().capacity() >= 4096);
     }
 }

@@ -111,7 +111,9 @@ impl Forwarded {
         let client = self.client.as_str();
         match headers.entry(&X_FORWARDED_FOR) {
             Entry::Vacant(e) => {
-                e.insert(HeaderValue::from_str(client).unwrap_or(HeaderValue::from_static("")));
+                if let Ok(v) = HeaderValue::from_str(client) {
+                    e.insert(v);
+                }
             }
             Entry::Occupied(mut e) => {
                 let prior = e.iter().filter_map(|v| v.to_str().ok());
