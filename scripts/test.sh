@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 # Debian packages: protoc builds the etcd client's generated code; etcd runs the replica tests
 # (tests/api/test_replicas.py skips itself when etcd cannot be had).
 missing=()
+# jemalloc, the binary's allocator, is built from source with make (gcc is Rust's linker here).
+command -v make >/dev/null || missing+=(make)
 command -v protoc >/dev/null || missing+=(protobuf-compiler)
 command -v etcd >/dev/null || missing+=(etcd-server etcd-client)
 if [ ${#missing[@]} -gt 0 ]; then
