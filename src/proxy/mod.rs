@@ -19,12 +19,9 @@ use crate::server::drain;
 
 /// Dispatches a connection on the protocol the current table gives its port.
 ///
-/// Each protocol's state is boxed, once per connection: a task is as large as the largest
-/// state it could be in, and tokio moves a new task's future several times before its first
-/// poll and writes a task's whole stage again when it ends. Boxed, those moves copy the
-/// ~280 bytes here instead of the ~1.3 KiB an HTTP connection needs (a TLS session or two
-/// relay buffers more for the other protocols), and no connection carries room for a
-/// protocol it does not speak.
+/// Each protocol's state is boxed (HTTP's by [`http::serve_connection`]): a connection
+/// carries no room for a protocol it does not speak, and the task spawned for it stays
+/// small (see there).
 pub async fn serve(
     stream: TcpStream,
     client: SocketAddr,
@@ -43,15 +40,13 @@ pub async fn serve(
     let _active = ActiveConnection::new(metrics.active.clone());
     let stream = counting(stream, metrics.bytes_in.clone(), metrics.bytes_out.clone());
     let Some(listener) = listener else {
-        let serve = http::serve_connection(stream, None, client, port, "http", shared, drain);
-        return Box::pin(serve).await;
+        return http::serve_connection(stream, None, client, port, "http", shared, drain).await;
     };
     match (listener.protocol, &listener.tls) {
         (Protocol::Http, _) => {
             drop(table);
             // `None`: the relay tells HTTP/1 from h2 by the first bytes.
-            let serve = http::serve_connection(stream, None, client, port, "http", shared, drain);
-            Box::pin(serve).await;
+            http::serve_connection(stream, None, client, port, "http", shared, drain).await;
         }
         (Protocol::Https, Some(tls)) => {
             let handshake = table.timeouts.handshake();

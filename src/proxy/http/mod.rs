@@ -52,7 +52,13 @@ use upstream::{ConnectError, Sender, UpstreamError};
 /// what a TLS client agreed to by ALPN; `None` for a plain TCP client and a TLS one that
 /// offered no ALPN, whose first bytes tell (the h2 preface or not). HTTP/1 is the relay's
 /// ([`h1`]), h2 hyper's.
-pub async fn serve_connection<IO: ClientIo>(
+///
+/// The connection's state comes boxed, the one allocation a connection's task makes for it:
+/// a task is as large as the largest state it could be in, and tokio moves a new task's
+/// future several times before its first poll and writes it whole again when it ends. A
+/// plain function, not an `async fn`, so that nothing around that box keeps its arguments
+/// a second time.
+pub fn serve_connection<IO: ClientIo>(
     io: IO,
     version: Option<HttpVersion>,
     client: SocketAddr,
@@ -60,7 +66,7 @@ pub async fn serve_connection<IO: ClientIo>(
     scheme: &'static str,
     shared: Arc<Shared>,
     drain: drain::Watch,
-) {
+) -> Pin<Box<dyn Future<Output = ()> + Send>> {
     let proxy = Arc::new(Proxy {
         shared,
         client,
@@ -68,11 +74,11 @@ pub async fn serve_connection<IO: ClientIo>(
         forwarded: headers::Forwarded::new(client.ip(), scheme, port),
     });
     match version {
-        Some(HttpVersion::Http1) => h1::serve(io, proxy, drain, false).await,
-        None => h1::serve(io, proxy, drain, true).await,
-        // Boxed: a connection task is as large as its largest state for its whole life, and
-        // hyper's h2 connection is kilobytes that a relayed connection would carry unused.
-        Some(HttpVersion::H2) => Box::pin(serve_hyper(io, HttpVersion::H2, proxy, &drain)).await,
+        Some(HttpVersion::Http1) => Box::pin(h1::serve(io, proxy, drain, false)),
+        None => Box::pin(h1::serve(io, proxy, drain, true)),
+        Some(HttpVersion::H2) => Box::pin(async move {
+            serve_hyper(io, HttpVersion::H2, proxy, &drain).await;
+        }),
     }
 }
 

@@ -35,6 +35,7 @@ use super::version::{classify, FirstBytes};
 use super::{Buffers, HttpVersion, Proxy, MAX_HEAD_BYTES};
 use crate::io::Rewind;
 use crate::metrics::CountingIo;
+use crate::routing::RoutingTable;
 use crate::server::drain;
 use exchange::Exchange;
 use request::Parsed;
@@ -65,92 +66,139 @@ const CLIENT_READ: usize = 4 * 1024;
 /// Serves one client connection until it closes, a drain asks it to finish, or a request
 /// needs hyper (which then serves the rest). With `maybe_h2`, first bytes that are the h2
 /// preface give the connection to hyper's h2.
-pub async fn serve<IO: ClientIo>(
+///
+/// An `async` block rather than an `async fn`: an idle connection is this future, and an
+/// `async fn` keeps its parameters twice (as passed, and moved into its body).
+#[allow(clippy::manual_async_fn)]
+pub fn serve<IO: ClientIo>(
     mut io: IO,
     proxy: Arc<Proxy>,
     drain: drain::Watch,
     mut maybe_h2: bool,
-) {
-    let mut buf = BytesMut::new();
-    // One wait for the drain signal for the connection's life, not one per request.
-    let draining = drain.signaled();
-    tokio::pin!(draining);
-    loop {
-        let table = proxy.shared.table.load_full();
-        let timeouts = table.timeouts;
-        if buf.is_empty() {
-            // Between requests the connection keeps no buffer.
-            let buffers = &proxy.shared.buffers;
-            buffers.give(std::mem::take(&mut buf));
-            let idle = timeouts.idle_keepalive();
-            match next_bytes(&mut io, buffers, idle, draining.as_mut()).await {
-                Some(read) => buf = read,
-                None => return,
+) -> impl Future<Output = ()> + Send {
+    async move {
+        let mut buf = BytesMut::new();
+        // One wait for the drain signal for the connection's life, not one per request.
+        let draining = drain.signaled();
+        tokio::pin!(draining);
+        loop {
+            let table = proxy.shared.table.load_full();
+            if buf.is_empty() {
+                // Between requests the connection keeps no buffer.
+                let buffers = &proxy.shared.buffers;
+                buffers.give(std::mem::take(&mut buf));
+                let idle = table.timeouts.idle_keepalive();
+                match next_bytes(&mut io, buffers, idle, draining.as_mut()).await {
+                    Some(read) => buf = read,
+                    None => return,
+                }
+            }
+            let conn = Connection {
+                proxy: &proxy,
+                table: &table,
+                drain: &drain,
+            };
+            match conn.request(&mut io, &mut buf, &mut maybe_h2).await {
+                Next::Request => {}
+                Next::Close => return,
+                Next::Handoff(version) => {
+                    drop(table);
+                    // Boxed: rare, and hyper's connection is kilobytes (the TLS session
+                    // too, moved in) that every relayed connection would otherwise carry.
+                    let rest = handoff(io, buf, proxy, drain.clone(), version);
+                    return Box::pin(rest).await;
+                }
             }
         }
+    }
+}
+
+/// What the connection does after a request.
+enum Next {
+    Request,
+    Close,
+    /// Serve the rest with hyper, the bytes read so far first.
+    Handoff(HttpVersion),
+}
+
+/// What one request on a connection reads.
+struct Connection<'c> {
+    proxy: &'c Arc<Proxy>,
+    table: &'c Arc<RoutingTable>,
+    drain: &'c drain::Watch,
+}
+
+impl Connection<'_> {
+    /// Reads one request whose first bytes are in `buf` and serves it. Its own future, so
+    /// that its state (the parsed head, the reads) takes the room the idle wait before it
+    /// takes, not more.
+    async fn request<IO: ClientIo>(
+        self,
+        io: &mut IO,
+        buf: &mut BytesMut,
+        maybe_h2: &mut bool,
+    ) -> Next {
+        let timeouts = &self.table.timeouts;
         let deadline = tokio::time::Instant::now() + timeouts.request_headers();
-        while maybe_h2 {
-            match classify(&buf) {
-                FirstBytes::Speaks(HttpVersion::H2) => {
-                    return handoff(io, buf, proxy, drain.clone(), HttpVersion::H2).await
-                }
-                FirstBytes::Speaks(HttpVersion::Http1) => maybe_h2 = false,
+        while *maybe_h2 {
+            match classify(buf) {
+                FirstBytes::Speaks(HttpVersion::H2) => return Next::Handoff(HttpVersion::H2),
+                FirstBytes::Speaks(HttpVersion::Http1) => *maybe_h2 = false,
                 FirstBytes::Unclear => {
-                    if !read_by(&mut io, &mut buf, deadline).await {
-                        return;
+                    if !read_by(io, buf, deadline).await {
+                        return Next::Close;
                     }
                 }
             }
         }
-        let listener = table.listener(proxy.port);
+        let listener = self.table.listener(self.proxy.port);
         let sticky = listener.is_some_and(|l| l.stickiness.is_some());
         let head = loop {
-            match request::parse(&buf, &proxy.forwarded, sticky) {
+            let before = buf.len();
+            match request::parse(buf, &self.proxy.forwarded, sticky) {
                 Parsed::Request(head) => break head,
-                Parsed::Handoff => {
-                    return handoff(io, buf, proxy, drain.clone(), HttpVersion::Http1).await
-                }
+                Parsed::Handoff => return Next::Handoff(HttpVersion::Http1),
                 Parsed::Partial if buf.len() >= MAX_HEAD_BYTES => {
-                    return handoff(io, buf, proxy, drain.clone(), HttpVersion::Http1).await
+                    return Next::Handoff(HttpVersion::Http1)
                 }
-                Parsed::Partial => {
-                    let before = buf.len();
-                    while !worth_parsing(&buf, before) {
-                        // Closed, failed, or too slow (slowloris): like hyper, close unanswered.
-                        if !read_by(&mut io, &mut buf, deadline).await {
-                            return;
-                        }
-                    }
+                Parsed::Partial => {}
+            }
+            while !worth_parsing(buf, before) {
+                // Closed, failed, or too slow (slowloris): like hyper, close unanswered.
+                if !read_by(io, buf, deadline).await {
+                    return Next::Close;
                 }
             }
         };
         let whole = head.len + head.body_len;
         if buf.len() < whole {
-            match read_body(&mut io, &mut buf, whole, timeouts.request_body()).await {
+            match read_body(io, buf, whole, timeouts.request_body()).await {
                 BodyRead::Complete => {}
-                BodyRead::Gone => return,
+                BodyRead::Gone => return Next::Close,
                 BodyRead::Stalled => {
                     let e = ProxyError::Upstream {
                         target: Arc::from("-"),
                         source: UpstreamError::ClientBodyTimeout,
                     };
-                    let _ = write_flush(&mut io, &error_response(&e, true)).await;
-                    return;
+                    let _ = write_flush(io, &error_response(&e, true)).await;
+                    return Next::Close;
                 }
             }
         }
         let exchange = Exchange {
-            proxy: &proxy,
-            table: &table,
+            proxy: self.proxy,
+            table: self.table,
             listener,
             request: &buf[..whole],
             head: &head,
-            closing: drain.is_signaled(),
+            closing: self.drain.is_signaled(),
         };
-        let keep = Box::pin(exchange.run(&mut io)).await;
+        let keep = Box::pin(exchange.run(io)).await;
         buf.advance(whole);
-        if !keep || drain.is_signaled() {
-            return;
+        if keep && !self.drain.is_signaled() {
+            Next::Request
+        } else {
+            Next::Close
         }
     }
 }
@@ -248,7 +296,7 @@ async fn handoff<IO: ClientIo>(
     version: HttpVersion,
 ) {
     let io = Rewind::new(io, buf.freeze());
-    Box::pin(super::serve_hyper(io, version, proxy, &drain)).await;
+    super::serve_hyper(io, version, proxy, &drain).await;
 }
 
 async fn write_flush<W: AsyncWrite + Unpin>(io: &mut W, bytes: &[u8]) -> io::Result<()> {
