@@ -594,3 +594,54 @@ async fn a_request_head_in_small_pieces() {
     })
     .await;
 }
+
+/// One connection's waits share one timer (`deadline.rs`) but keep their own limits: an
+/// idle wait longer than the response limit is not cut, a silent target is cut at the
+/// response limit though the timer was last pushed out to an idle wait's end, and the idle
+/// limit still closes the connection.
+#[tokio::test]
+async fn idle_and_response_waits_keep_their_own_limits() {
+    bounded(async {
+        let backend = RawBackend::start(0).await.unwrap();
+        let port = free_port();
+        let _rt = corral(&format!(
+            r#"{{"loadBalancers":[{{"name":"lb","lbConfig":{{"portRules":[
+                {{"sourcePort":{port},"serviceId":"raw"}}]}}}}],
+              "services":[{{"ID":"raw1","Service":"raw","Address":"127.0.0.1","Port":{}}}],
+              "timeouts":{{"upstreamResponse":200,"idleKeepalive":1500}}}}"#,
+            backend.port
+        ))
+        .await;
+        let mut conn = Conn::connect(port).await;
+        echoed(&mut conn, "/first").await;
+        // Idle for longer than the response limit the last wait left the timer at.
+        tokio::time::sleep(Duration::from_millis(1300)).await;
+        echoed(&mut conn, "/second").await;
+        // Whatever the timer was left at goes off in this idle wait, which pushes it out to
+        // its own end, 1.5 s away: the next wait must pull it in.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+
+        backend.reset(vec![Reply::Raw(b"")]);
+        let asked = std::time::Instant::now();
+        conn.send(&get("/silent")).await;
+        let r = response(&mut conn, "silent target").await;
+        let waited = asked.elapsed();
+        assert_eq!(r.status, 504, "{r:?}");
+        assert!(
+            waited >= Duration::from_millis(150) && waited < Duration::from_millis(1000),
+            "504 after {waited:?}"
+        );
+
+        let idle = std::time::Instant::now();
+        assert!(
+            conn.ends_within(WAIT).await,
+            "the idle connection was not closed"
+        );
+        let closed = idle.elapsed();
+        assert!(
+            closed >= Duration::from_millis(1300) && closed < Duration::from_millis(3000),
+            "closed after {closed:?}"
+        );
+    })
+    .await;
+}

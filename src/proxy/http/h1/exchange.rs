@@ -1,11 +1,13 @@
 //! One request through the relay: route, stickiness, a target picked and tried (once more
 //! elsewhere when that is safe), the answer passed on to the client.
 
+use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::BytesMut;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{StatusCode, Uri};
+use tokio::time::Sleep;
 
 use super::super::error::ProxyError;
 use super::super::log::AccessLog;
@@ -14,7 +16,7 @@ use super::super::{connect_error, first_target, retry_target, Proxy};
 use super::request::RequestHead;
 use super::response::{Framing, ResponseHead};
 use super::target::{body, round, Round};
-use super::{error_response, write_flush, ClientIo};
+use super::{deadline, error_response, write_flush, ClientIo};
 use crate::balance::{Target, TargetGroup};
 use crate::config::StickinessPolicy;
 use crate::routing::{normalize_host, Listener, RoutingTable};
@@ -69,7 +71,7 @@ enum Failure {
 
 impl<'a> Exchange<'a> {
     /// Serves the request; `false` when the client connection must close afterwards.
-    pub async fn run<IO: ClientIo>(self, io: &mut IO) -> bool {
+    pub async fn run<IO: ClientIo>(self, io: &mut IO, timer: Pin<&mut Sleep>) -> bool {
         let path = self.text(self.head.path.clone());
         let host = self
             .head
@@ -83,7 +85,7 @@ impl<'a> Exchange<'a> {
             self.head.method.clone(),
             Uri::try_from(path).unwrap_or_default(),
         );
-        let answer = self.send(host.as_deref(), path, &mut log).await;
+        let answer = self.send(host.as_deref(), path, &mut log, timer).await;
         log.host = host.unwrap_or_default();
         match answer {
             Ok(answer) => {
@@ -112,6 +114,7 @@ impl<'a> Exchange<'a> {
         host: Option<&str>,
         path: &str,
         log: &mut AccessLog,
+        mut timer: Pin<&mut Sleep>,
     ) -> Result<Answer<'a>, ProxyError> {
         let table: &'a RoutingTable = self.table;
         let listener = self.listener.ok_or(ProxyError::ListenerClosing)?;
@@ -142,7 +145,7 @@ impl<'a> Exchange<'a> {
         loop {
             log.target = Some(target.id.clone());
             log.target_requests = Some(target.metrics.requests.clone());
-            let error = match self.attempt(target, outbound).await {
+            let error = match self.attempt(target, outbound, timer.as_mut()).await {
                 Ok((conn, rest, head)) => {
                     passive.success(target);
                     return Ok(Answer {
@@ -202,12 +205,14 @@ impl<'a> Exchange<'a> {
         (decision, upstream)
     }
 
-    /// One try with `target`, within the response timeout: a pooled connection that turns
-    /// out to have been closed by the target is replaced by a fresh one, once.
+    /// One try with `target`, within the response timeout (on the connection's `timer`): a
+    /// pooled connection that turns out to have been closed by the target is replaced by a
+    /// fresh one, once.
     async fn attempt(
         &self,
         target: &Target,
         outbound: Outbound<'_>,
+        timer: Pin<&mut Sleep>,
     ) -> Result<(RawConn, BytesMut, ResponseHead), Failure> {
         let timeout = self.table.timeouts.upstream_response();
         let exchange = async {
@@ -231,9 +236,9 @@ impl<'a> Exchange<'a> {
                 Err(Round::Invalid(source)) => Err(Failure::Fatal(self.upstream(target, source))),
             }
         };
-        match tokio::time::timeout(timeout, exchange).await {
+        match deadline::within(timer, timeout, exchange).await {
             Ok(result) => result,
-            Err(_) => {
+            Err(deadline::Elapsed) => {
                 target.metrics.timeouts.inc();
                 Err(Failure::Fatal(ProxyError::ResponseTimeout {
                     target: target.id.clone(),

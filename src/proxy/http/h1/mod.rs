@@ -14,6 +14,7 @@
 //! `Cache-Control` fields alone go through a header map, for the stickiness policy.
 
 mod chunked;
+mod deadline;
 mod exchange;
 mod request;
 mod response;
@@ -28,6 +29,7 @@ use std::time::Duration;
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::time::Sleep;
 
 use super::error::ProxyError;
 use super::upstream::UpstreamError;
@@ -78,9 +80,12 @@ pub fn serve<IO: ClientIo>(
 ) -> impl Future<Output = ()> + Send {
     async move {
         let mut buf = BytesMut::new();
-        // One wait for the drain signal for the connection's life, not one per request.
+        // One wait for the drain signal for the connection's life, not one per request, and
+        // one timer (see `deadline`).
         let draining = drain.signaled();
         tokio::pin!(draining);
+        let timer = deadline::timer(proxy.shared.table.load().timeouts.idle_keepalive());
+        tokio::pin!(timer);
         loop {
             let table = proxy.shared.table.load_full();
             if buf.is_empty() {
@@ -88,7 +93,8 @@ pub fn serve<IO: ClientIo>(
                 let buffers = &proxy.shared.buffers;
                 buffers.give(std::mem::take(&mut buf));
                 let idle = table.timeouts.idle_keepalive();
-                match next_bytes(&mut io, buffers, idle, draining.as_mut()).await {
+                let next = next_bytes(&mut io, buffers, idle, timer.as_mut(), draining.as_mut());
+                match next.await {
                     Some(read) => buf = read,
                     None => return,
                 }
@@ -98,7 +104,10 @@ pub fn serve<IO: ClientIo>(
                 table: &table,
                 drain: &drain,
             };
-            match conn.request(&mut io, &mut buf, &mut maybe_h2).await {
+            match conn
+                .request(&mut io, &mut buf, &mut maybe_h2, timer.as_mut())
+                .await
+            {
                 Next::Request => {}
                 Next::Close => return,
                 Next::Handoff(version) => {
@@ -137,6 +146,7 @@ impl Connection<'_> {
         io: &mut IO,
         buf: &mut BytesMut,
         maybe_h2: &mut bool,
+        timer: Pin<&mut Sleep>,
     ) -> Next {
         let timeouts = &self.table.timeouts;
         let deadline = tokio::time::Instant::now() + timeouts.request_headers();
@@ -193,7 +203,7 @@ impl Connection<'_> {
             head: &head,
             closing: self.drain.is_signaled(),
         };
-        let keep = Box::pin(exchange.run(io)).await;
+        let keep = Box::pin(exchange.run(io, timer)).await;
         buf.advance(whole);
         if keep && !self.drain.is_signaled() {
             Next::Request
@@ -209,6 +219,7 @@ async fn next_bytes<IO: ClientIo>(
     io: &mut IO,
     buffers: &Buffers,
     idle: Duration,
+    timer: Pin<&mut Sleep>,
     draining: Pin<&mut impl Future<Output = ()>>,
 ) -> Option<BytesMut> {
     let wait = async {
@@ -225,7 +236,7 @@ async fn next_bytes<IO: ClientIo>(
         }
     };
     tokio::select! {
-        got = tokio::time::timeout(idle, wait) => got.ok().flatten(),
+        got = deadline::within(timer, idle, wait) => got.ok().flatten(),
         () = draining => None,
     }
 }
