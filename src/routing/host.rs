@@ -1,5 +1,6 @@
 //! Hostname patterns of port rules and the normalisation of request hosts.
 
+use std::borrow::Cow;
 use std::fmt;
 
 /// What a rule's `hostname` matches. Patterns are stored lowercase.
@@ -96,7 +97,8 @@ impl fmt::Display for HostPattern {
 
 /// Lowercases a `Host`/`:authority` value and strips its port and any trailing dot.
 /// Returns `None` for values that cannot be a host, so they match only host-less rules.
-pub fn normalize_host(raw: &str) -> Option<String> {
+/// Borrows from `raw` when it has no capital letter, as nearly every client's has not.
+pub fn normalize_host(raw: &str) -> Option<Cow<'_, str>> {
     let host = if let Some(rest) = raw.strip_prefix('[') {
         // IPv6 literal: "[::1]:8080".
         let end = rest.find(']')?;
@@ -112,7 +114,11 @@ pub fn normalize_host(raw: &str) -> Option<String> {
     if host.is_empty() {
         return None;
     }
-    Some(host.to_ascii_lowercase())
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Some(Cow::Owned(host.to_ascii_lowercase()))
+    } else {
+        Some(Cow::Borrowed(host))
+    }
 }
 
 #[cfg(test)]

@@ -134,6 +134,7 @@ def test_separate_metrics_listener_and_json_access_log(corral_factory, backend_f
     wait_until(access_line, what="an access log line")
     entry = access_line()
     assert entry["status"] == 200 and entry["path"] == "/hello" and entry["target"] == "j-1"
+    assert entry["host"] == "127.0.0.1" and entry["method"] == "GET"
     assert entry["listener"] == f"{port}/http" and entry["bytes"] == 1 and "duration_ms" in entry
 
 

@@ -32,6 +32,13 @@ pub struct AccessLog {
     pub aborted: bool,
 }
 
+/// Whether access log lines are written at all (`RUST_LOG` lets `corral::access` through at
+/// `info`): the relay spells out a record's host and path only then. Metrics are recorded
+/// either way.
+pub fn lines_wanted() -> bool {
+    tracing::enabled!(target: "corral::access", tracing::Level::INFO)
+}
+
 impl AccessLog {
     /// The record of a request that just arrived; the phases fill in the rest.
     pub fn new(

@@ -16,6 +16,7 @@ mod upstream;
 mod validate;
 pub mod version;
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::future::{pending, Future};
 use std::net::SocketAddr;
@@ -463,7 +464,7 @@ fn request_host(req: &Request<Incoming>) -> Option<String> {
         Some(a) => a.as_str(),
         None => req.headers().get(header::HOST)?.to_str().ok()?,
     };
-    normalize_host(raw)
+    normalize_host(raw).map(Cow::into_owned)
 }
 
 /// Joins the client and target byte streams once both sides have switched protocols.

@@ -1,6 +1,7 @@
 //! One request through the relay: route, stickiness, a target picked and tried (once more
 //! elsewhere when that is safe), the answer passed on to the client.
 
+use std::borrow::Cow;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -10,7 +11,7 @@ use http::{StatusCode, Uri};
 use tokio::time::Sleep;
 
 use super::super::error::ProxyError;
-use super::super::log::AccessLog;
+use super::super::log::{lines_wanted, AccessLog};
 use super::super::upstream::{ConnectError, RawConn, UpstreamError};
 use super::super::{connect_error, first_target, retry_target, Proxy};
 use super::request::RequestHead;
@@ -78,15 +79,24 @@ impl<'a> Exchange<'a> {
             .host
             .clone()
             .and_then(|h| normalize_host(self.text(h)));
+        // The host and path are text for the log line alone.
+        let wanted = lines_wanted();
+        let uri = if wanted {
+            Uri::try_from(path).unwrap_or_default()
+        } else {
+            Uri::default()
+        };
         let mut log = AccessLog::new(
             self.proxy.client,
             self.proxy.port,
             self.table.clone(),
             self.head.method.clone(),
-            Uri::try_from(path).unwrap_or_default(),
+            uri,
         );
         let answer = self.send(host.as_deref(), path, &mut log, timer).await;
-        log.host = host.unwrap_or_default();
+        if wanted {
+            log.host = host.map(Cow::into_owned).unwrap_or_default();
+        }
         match answer {
             Ok(answer) => {
                 log.status = StatusCode::from_u16(answer.head.status).unwrap_or(StatusCode::OK);
