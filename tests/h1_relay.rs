@@ -23,13 +23,18 @@ const WAIT: Duration = Duration::from_secs(5);
 
 /// Corral on a free port, forwarding everything to one raw backend.
 async fn setup() -> (RawBackend, u16, Arc<Runtime>) {
+    setup_with_timeouts(r#"{"upstreamResponse":3000}"#).await
+}
+
+/// [`setup`] with these `timeouts` (a JSON object).
+async fn setup_with_timeouts(timeouts: &str) -> (RawBackend, u16, Arc<Runtime>) {
     let backend = RawBackend::start(0).await.unwrap();
     let port = free_port();
     let rt = corral(&format!(
         r#"{{"loadBalancers":[{{"name":"lb","lbConfig":{{"portRules":[
             {{"sourcePort":{port},"serviceId":"raw"}}]}}}}],
           "services":[{{"ID":"raw1","Service":"raw","Address":"127.0.0.1","Port":{}}}],
-          "timeouts":{{"upstreamResponse":3000}}}}"#,
+          "timeouts":{timeouts}}}"#,
         backend.port
     ))
     .await;
@@ -602,16 +607,8 @@ async fn a_request_head_in_small_pieces() {
 #[tokio::test]
 async fn idle_and_response_waits_keep_their_own_limits() {
     bounded(async {
-        let backend = RawBackend::start(0).await.unwrap();
-        let port = free_port();
-        let _rt = corral(&format!(
-            r#"{{"loadBalancers":[{{"name":"lb","lbConfig":{{"portRules":[
-                {{"sourcePort":{port},"serviceId":"raw"}}]}}}}],
-              "services":[{{"ID":"raw1","Service":"raw","Address":"127.0.0.1","Port":{}}}],
-              "timeouts":{{"upstreamResponse":200,"idleKeepalive":1500}}}}"#,
-            backend.port
-        ))
-        .await;
+        let timeouts = r#"{"upstreamResponse":200,"idleKeepalive":1500}"#;
+        let (backend, port, _rt) = setup_with_timeouts(timeouts).await;
         let mut conn = Conn::connect(port).await;
         echoed(&mut conn, "/first").await;
         // Idle for longer than the response limit the last wait left the timer at.
