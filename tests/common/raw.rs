@@ -947,7 +947,8 @@ pub fn cases() -> Vec<Case> {
             post("Content-Length: 005\r\n", "hello"),
             forward(),
         )
-        .forbid(&["005"])
+        // With the ": ", not a port number that happens to contain 005 (X-Forwarded-Port).
+        .forbid(&[": 005"])
         .require(&["content-length: 5\r\n", "hello"]),
         case(
             "framing",
@@ -1221,11 +1222,12 @@ pub fn cases() -> Vec<Case> {
             "framing and routing fields in trailers dropped",
             post(
                 "Transfer-Encoding: chunked\r\nTrailer: Content-Length, Host, X-T\r\n",
-                "5\r\nhello\r\n0\r\nContent-Length: 99\r\nTransfer-Encoding: chunked\r\nHost: evil\r\nX-T: t\r\n\r\n",
+                // A length no port number can contain: X-Forwarded-Port carries the test's.
+                "5\r\nhello\r\n0\r\nContent-Length: 987654321\r\nTransfer-Encoding: chunked\r\nHost: evil\r\nX-T: t\r\n\r\n",
             ),
             forward(),
         )
-        .forbid(&["99", "evil", "X-T", "x-t"])
+        .forbid(&["987654321", "evil", "X-T", "x-t"])
         .require(&["hello"]),
         case(
             "hop-by-hop",
