@@ -9,6 +9,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use super::h1::h2_stream::RelayedBody;
 use super::upstream::Checkin;
 
 pin_project_lite::pin_project! {
@@ -53,9 +54,51 @@ impl Body for Payload {
 }
 
 pin_project_lite::pin_project! {
+    /// Where a response's body comes from.
+    #[project = SourceProj]
+    enum Source {
+        Payload { #[pin] body: Payload },
+        /// Read from a target's socket by the relay, for an h2 client.
+        Relayed { body: RelayedBody },
+    }
+}
+
+impl Body for Source {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.project() {
+            SourceProj::Payload { body } => body.poll_frame(cx).map_err(Into::into),
+            SourceProj::Relayed { body } => Pin::new(body).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Source::Payload { body } => body.is_end_stream(),
+            Source::Relayed { body } => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Source::Payload { body } => body.size_hint(),
+            Source::Relayed { body } => body.size_hint(),
+        }
+    }
+}
+
+/// What a response body's stream can fail with.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+pin_project_lite::pin_project! {
     pub struct ProxyBody {
         #[pin]
-        body: Payload,
+        body: Source,
         log: Option<super::log::AccessLog>,
         // The target connection the body comes from, handed back to the pool as soon as the
         // body has been read to its end (declared after `body`: dropped after the body).
@@ -67,7 +110,9 @@ impl ProxyBody {
     /// The target's response body; `checkin` goes back to the pool once it is fully read.
     pub fn upstream(body: Incoming, checkin: Option<Checkin>) -> ProxyBody {
         ProxyBody {
-            body: Payload::Streaming { body },
+            body: Source::Payload {
+                body: Payload::Streaming { body },
+            },
             log: None,
             checkin,
         }
@@ -75,8 +120,10 @@ impl ProxyBody {
 
     pub fn local(data: impl Into<Bytes>) -> ProxyBody {
         ProxyBody {
-            body: Payload::Buffered {
-                data: Some(data.into()),
+            body: Source::Payload {
+                body: Payload::Buffered {
+                    data: Some(data.into()),
+                },
             },
             log: None,
             checkin: None,
@@ -85,7 +132,18 @@ impl ProxyBody {
 
     pub fn empty() -> ProxyBody {
         ProxyBody {
-            body: Payload::Buffered { data: None },
+            body: Source::Payload {
+                body: Payload::Buffered { data: None },
+            },
+            log: None,
+            checkin: None,
+        }
+    }
+
+    /// A body the relay reads from a target (see [`RelayedBody`]).
+    pub fn relayed(body: RelayedBody) -> ProxyBody {
+        ProxyBody {
+            body: Source::Relayed { body },
             log: None,
             checkin: None,
         }
@@ -100,12 +158,12 @@ impl ProxyBody {
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.project();
         let mut body = this.body;
         let res = body.as_mut().poll_frame(cx);

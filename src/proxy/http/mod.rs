@@ -166,6 +166,15 @@ struct Proxy {
 
 impl Proxy {
     async fn handle(&self, req: Request<Incoming>) -> Response<ProxyBody> {
+        let req = if req.version() == Version::HTTP_2 {
+            // Boxed like the exchange below.
+            match Box::pin(h1::h2_stream::serve(self, req)).await {
+                Ok(response) => return response,
+                Err(req) => req,
+            }
+        } else {
+            req
+        };
         let table = self.shared.table.load_full();
         let host = request_host(&req);
         let mut log = AccessLog::new(

@@ -1,8 +1,11 @@
 //! Finds where a chunked body ends without decoding it: the relay passes a target's chunked
 //! response through as it came (chunk sizes, extensions, trailers), and needs only to know
-//! the byte after the last CRLF, to keep the connection for the next exchange. Strict: CRLF
+//! the byte after the last CRLF, to keep the connection for the next exchange. An h2 client
+//! gets the chunks' data alone: [`ChunkedScanner::scan_data`] says where it is. Strict: CRLF
 //! only, a size of at most 15 hex digits, bounded extensions and trailers; anything else
 //! ends the exchange as an invalid response.
+
+use std::ops::Range;
 
 /// Bytes of chunk extensions on one size line, and of the whole trailer section.
 const MAX_LINE_EXTRA: usize = 4 * 1024;
@@ -57,11 +60,21 @@ impl ChunkedScanner {
     /// Scans the next bytes of the body. `Some(n)`: the body ends after `buf[..n]` (bytes past
     /// `n` are not part of it); `None`: all of `buf` is body and more is to come.
     pub fn scan(&mut self, buf: &[u8]) -> Result<Option<usize>, ChunkedError> {
+        self.scan_data(buf, |_| {})
+    }
+
+    /// [`ChunkedScanner::scan`], telling `data` where in `buf` the chunks' data is, in order.
+    pub fn scan_data(
+        &mut self,
+        buf: &[u8],
+        mut data: impl FnMut(Range<usize>),
+    ) -> Result<Option<usize>, ChunkedError> {
         let mut i = 0;
         while i < buf.len() {
             if self.state == State::Data {
                 let take = self.remaining.min((buf.len() - i) as u64);
                 self.remaining -= take;
+                data(i..i + take as usize);
                 i += take as usize;
                 if self.remaining == 0 {
                     self.state = State::DataCr;
@@ -207,6 +220,21 @@ mod tests {
         assert!(end(b"1000000000000000\r\n").is_err());
         assert!(end(b"0\r\nX: \x01\r\n\r\n").is_err());
         assert!(end(b"0\r\n\n").is_err());
+    }
+
+    #[test]
+    fn data_ranges_are_the_chunks_contents() {
+        let body = b"5;x=1\r\nhello\r\nb\r\n, the world\r\n0\r\nT: v\r\n\r\n";
+        for cut in 0..body.len() {
+            let mut s = ChunkedScanner::default();
+            let mut data = Vec::new();
+            let first = s.scan_data(&body[..cut], |r| data.extend_from_slice(&body[r]));
+            assert_eq!(first, Ok(None), "cut {cut}");
+            let rest = &body[cut..];
+            let end = s.scan_data(rest, |r| data.extend_from_slice(&rest[r]));
+            assert_eq!(end, Ok(Some(rest.len())), "cut {cut}");
+            assert_eq!(data, b"hello, the world", "cut {cut}");
+        }
     }
 
     #[test]

@@ -15,7 +15,7 @@ use super::super::log::{lines_wanted, AccessLog};
 use super::super::upstream::{ConnectError, RawConn, UpstreamError};
 use super::super::{connect_error, first_target, retry_target, Proxy};
 use super::request::RequestHead;
-use super::response::{Framing, ResponseHead};
+use super::response::{Fields, Framing, ResponseHead};
 use super::target::{body, round, Round};
 use super::{deadline, error_response, write_flush, ClientIo};
 use crate::balance::{Target, TargetGroup};
@@ -34,17 +34,19 @@ pub struct Exchange<'a> {
     pub head: &'a RequestHead,
     /// A drain has begun: the client is told this is the last response.
     pub closing: bool,
+    /// The request came from an h2 client (see [`super::h2_stream`]).
+    pub for_h2: bool,
 }
 
 /// A target's answer, its head read.
-struct Answer<'g> {
-    target: &'g Target,
-    conn: RawConn,
+pub struct Answer<'g> {
+    pub target: &'g Target,
+    pub conn: RawConn,
     /// What was read after the head.
-    rest: BytesMut,
-    head: ResponseHead,
+    pub rest: BytesMut,
+    pub head: ResponseHead,
     /// What a sticky listener's cookie said, for the response's cookie.
-    sticky: Option<sticky::Decision<'g>>,
+    pub sticky: Option<sticky::Decision<'g>>,
 }
 
 /// The request as it goes to a target.
@@ -54,8 +56,9 @@ pub struct Outbound<'r> {
     pub body: &'r [u8],
     /// HEAD: the response has no body whatever its framing fields say.
     pub head_request: bool,
-    /// A sticky listener: the response's cookie fields are held for the policy.
-    pub hold_cookies: bool,
+    /// Where the response's fields go: the client's head, or a map (an h2 client, the
+    /// cookie fields of a sticky listener).
+    pub fields: Fields,
 }
 
 /// How one try with a target failed.
@@ -73,6 +76,23 @@ enum Failure {
 impl<'a> Exchange<'a> {
     /// Serves the request; `false` when the client connection must close afterwards.
     pub async fn run<IO: ClientIo>(self, io: &mut IO, timer: Pin<&mut Sleep>) -> bool {
+        let (mut log, answer) = self.answer(timer).await;
+        match answer {
+            Ok(answer) => self.pass_on(io, answer, &mut log).await,
+            Err(e) => {
+                let keep = self.head.keep_alive && !self.closing && !e.closes_connection();
+                log.bytes_out = e.body().len() as u64;
+                write_flush(io, &error_response(&e, !keep)).await.is_ok() && keep
+            }
+        }
+    }
+
+    /// Routes the request and exchanges it with a target up to the final response head, on
+    /// the connection's `timer`; with the access log record, its status set.
+    pub async fn answer(
+        &self,
+        timer: Pin<&mut Sleep>,
+    ) -> (AccessLog, Result<Answer<'a>, ProxyError>) {
         let path = self.text(self.head.path.clone());
         let host = self
             .head
@@ -97,19 +117,16 @@ impl<'a> Exchange<'a> {
         if wanted {
             log.host = host.map(Cow::into_owned).unwrap_or_default();
         }
-        match answer {
+        match &answer {
             Ok(answer) => {
                 log.status = StatusCode::from_u16(answer.head.status).unwrap_or(StatusCode::OK);
-                self.pass_on(io, answer, &mut log).await
             }
             Err(e) => {
-                log.failed(&e);
+                log.failed(e);
                 log.status = e.status();
-                let keep = self.head.keep_alive && !self.closing && !e.closes_connection();
-                log.bytes_out = e.body().len() as u64;
-                write_flush(io, &error_response(&e, !keep)).await.is_ok() && keep
             }
         }
+        (log, answer)
     }
 
     /// A part of the request head that the parser checked is ASCII.
@@ -147,7 +164,13 @@ impl<'a> Exchange<'a> {
             head: sticky_head.as_deref().unwrap_or(&self.head.upstream),
             body: &self.request[self.head.len..],
             head_request: self.head.method == http::Method::HEAD,
-            hold_cookies: sticky.is_some(),
+            fields: if self.for_h2 {
+                Fields::Map
+            } else if sticky.is_some() {
+                Fields::HeadHoldingCookies
+            } else {
+                Fields::Head
+            },
         };
         let prefer = sticky.as_ref().and_then(sticky::Decision::wanted);
         let mut target = first_target(group, prefer, passive)?;

@@ -16,6 +16,7 @@
 mod chunked;
 mod deadline;
 mod exchange;
+pub mod h2_stream;
 mod request;
 mod response;
 mod target;
@@ -202,6 +203,7 @@ impl Connection<'_> {
             request: &buf[..whole],
             head: &head,
             closing: self.drain.is_signaled(),
+            for_h2: false,
         };
         let keep = Box::pin(exchange.run(io, timer)).await;
         buf.advance(whole);

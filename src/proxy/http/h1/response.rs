@@ -6,7 +6,7 @@
 
 use std::mem::MaybeUninit;
 
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 use super::super::MAX_HEADERS;
 use super::request::{parse_length, push_decimal};
@@ -23,6 +23,19 @@ pub enum Framing {
     UntilClose,
 }
 
+/// Where the fields of a response head go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fields {
+    /// Written into the HTTP/1.1 head the client gets.
+    Head,
+    /// Into the head, except `Set-Cookie` and `Cache-Control`, held in a map for the
+    /// stickiness policy to rewrite (a sticky listener).
+    HeadHoldingCookies,
+    /// All of them into a map: an h2 client's response. Its body is sent de-chunked, so
+    /// `Transfer-Encoding` is left out too.
+    Map,
+}
+
 #[derive(Debug)]
 pub struct ResponseHead {
     pub status: u16,
@@ -32,10 +45,9 @@ pub struct ResponseHead {
     /// The target will take another request on this connection afterwards.
     pub reusable: bool,
     /// The head as the client gets it, without the final empty line (the relay may still add
-    /// `connection: close`).
+    /// `connection: close`); empty with [`Fields::Map`].
     pub client: Vec<u8>,
-    /// `Set-Cookie` and `Cache-Control`, when they were held back from `client` for the
-    /// stickiness policy to rewrite.
+    /// The fields that did not go into `client` (see [`Fields`]).
     pub held: HeaderMap,
 }
 
@@ -50,16 +62,13 @@ pub enum Parsed {
 pub type Invalid = &'static str;
 
 /// Parses the response head at the start of `buf`; `head_request` says its body is empty
-/// whatever the framing fields say. With `hold_cookies`, `Set-Cookie` and `Cache-Control`
-/// go to [`ResponseHead::held`] instead of the client's head.
-pub fn parse(buf: &[u8], head_request: bool, hold_cookies: bool) -> Result<Parsed, Invalid> {
-    let mut fields = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+/// whatever the framing fields say. `fields` says where the fields the client gets go.
+pub fn parse(buf: &[u8], head_request: bool, fields: Fields) -> Result<Parsed, Invalid> {
+    let mut slots = [const { MaybeUninit::uninit() }; MAX_HEADERS];
     let mut res = httparse::Response::new(&mut []);
-    let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
-        &mut res,
-        buf,
-        &mut fields,
-    ) {
+    let len = match httparse::ParserConfig::default()
+        .parse_response_with_uninit_headers(&mut res, buf, &mut slots)
+    {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
         Err(_) => return Err("malformed response head"),
@@ -116,13 +125,6 @@ pub fn parse(buf: &[u8], head_request: bool, hold_cookies: bool) -> Result<Parse
         Framing::UntilClose
     };
 
-    // Room for the body bytes read with the head too: they follow it in one write.
-    let mut client = Vec::with_capacity(buf.len() + 32);
-    client.extend_from_slice(b"HTTP/1.1 ");
-    push_decimal(&mut client, u64::from(status));
-    client.push(b' ');
-    client.extend_from_slice(res.reason.unwrap_or("").as_bytes());
-    client.extend_from_slice(b"\r\n");
     let connection: Vec<&[u8]> = if listed {
         res.headers
             .iter()
@@ -133,29 +135,50 @@ pub fn parse(buf: &[u8], head_request: bool, hold_cookies: bool) -> Result<Parse
     } else {
         Vec::new()
     };
-    let mut held = HeaderMap::new();
-    for h in res.headers.iter() {
+    // A chunked body passed through as it is keeps its `Transfer-Encoding`.
+    let keep_chunked = chunked && fields != Fields::Map;
+    let forwarded = res.headers.iter().filter(|h| {
         let name = h.name.as_bytes();
-        if hold_cookies {
-            let cookie_field = [header::SET_COOKIE, header::CACHE_CONTROL]
-                .into_iter()
-                .find(|f| f.as_str().as_bytes().eq_ignore_ascii_case(name));
-            if let Some(field) = cookie_field {
-                if let Ok(value) = HeaderValue::from_bytes(h.value) {
-                    held.append(field, value);
-                }
-                continue;
-            }
+        !(hop_by_hop(name).is_some_and(|f| !(keep_chunked && f == b"transfer-encoding"))
+            || connection.iter().any(|c| c.eq_ignore_ascii_case(name)))
+    });
+    let mut client = Vec::new();
+    let mut held = HeaderMap::new();
+    if fields == Fields::Map {
+        for h in forwarded {
+            let name = HeaderName::from_bytes(h.name.as_bytes());
+            let value = HeaderValue::from_bytes(h.value);
+            let (Ok(name), Ok(value)) = (name, value) else {
+                return Err("malformed response field");
+            };
+            held.append(name, value);
         }
-        if hop_by_hop(name).is_some_and(|f| !(chunked && f == b"transfer-encoding"))
-            || connection.iter().any(|c| c.eq_ignore_ascii_case(name))
-        {
-            continue;
-        }
-        client.extend_from_slice(name);
-        client.extend_from_slice(b": ");
-        client.extend_from_slice(h.value);
+    } else {
+        // Room for the body bytes read with the head too: they follow it in one write.
+        client.reserve(buf.len() + 32);
+        client.extend_from_slice(b"HTTP/1.1 ");
+        push_decimal(&mut client, u64::from(status));
+        client.push(b' ');
+        client.extend_from_slice(res.reason.unwrap_or("").as_bytes());
         client.extend_from_slice(b"\r\n");
+        for h in forwarded {
+            let name = h.name.as_bytes();
+            if fields == Fields::HeadHoldingCookies {
+                let cookie_field = [header::SET_COOKIE, header::CACHE_CONTROL]
+                    .into_iter()
+                    .find(|f| f.as_str().as_bytes().eq_ignore_ascii_case(name));
+                if let Some(field) = cookie_field {
+                    if let Ok(value) = HeaderValue::from_bytes(h.value) {
+                        held.append(field, value);
+                    }
+                    continue;
+                }
+            }
+            client.extend_from_slice(name);
+            client.extend_from_slice(b": ");
+            client.extend_from_slice(h.value);
+            client.extend_from_slice(b"\r\n");
+        }
     }
     Ok(Parsed::Final(ResponseHead {
         status,
@@ -189,7 +212,7 @@ mod tests {
     use super::*;
 
     fn head(raw: &str, head_request: bool) -> Result<ResponseHead, Invalid> {
-        match parse(raw.as_bytes(), head_request, false)? {
+        match parse(raw.as_bytes(), head_request, Fields::Head)? {
             Parsed::Final(h) => Ok(h),
             _ => panic!("not final: {raw}"),
         }
@@ -240,7 +263,10 @@ mod tests {
             "HTTP/1.1 101 Switching Protocols\r\n\r\n",
             "HTTP/1.1 200 OK\r\nX: a\r\n folded\r\n\r\n",
         ] {
-            assert!(parse(raw.as_bytes(), false, false).is_err(), "{raw:?}");
+            assert!(
+                parse(raw.as_bytes(), false, Fields::Head).is_err(),
+                "{raw:?}"
+            );
         }
     }
 
@@ -259,8 +285,25 @@ mod tests {
     }
 
     #[test]
+    fn an_h2_client_gets_a_map_without_chunked_framing() {
+        let raw = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: X-P\r\n\
+                   X-P: 1\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n\r\n";
+        let Ok(Parsed::Final(h)) = parse(raw.as_bytes(), false, Fields::Map) else {
+            panic!("not a final head");
+        };
+        assert_eq!(h.framing, Framing::Chunked);
+        assert!(h.client.is_empty());
+        let names: Vec<_> = h.held.keys().map(|n| n.as_str()).collect();
+        assert_eq!(names, ["set-cookie"]);
+        assert_eq!(h.held.get_all("set-cookie").iter().count(), 2);
+    }
+
+    #[test]
     fn interim_responses_are_skipped() {
         let raw = b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\n";
-        assert!(matches!(parse(raw, false, false), Ok(Parsed::Interim(40))));
+        assert!(matches!(
+            parse(raw, false, Fields::Head),
+            Ok(Parsed::Interim(40))
+        ));
     }
 }

@@ -16,7 +16,7 @@ use super::{chunked, worth_parsing, ClientIo};
 
 /// Bytes read at a time from a target for a response head, and for a body.
 const TARGET_HEAD_READ: usize = 4 * 1024;
-const TARGET_READ: usize = 16 * 1024;
+pub const TARGET_READ: usize = 16 * 1024;
 
 /// How one request/response round on one connection failed.
 pub enum Round {
@@ -40,7 +40,7 @@ pub async fn round(
         head,
         body,
         head_request,
-        hold_cookies,
+        fields,
     } = outbound;
     let sent = if body.is_empty() {
         stream.write_all(head).await
@@ -74,7 +74,7 @@ pub async fn round(
             }
         }
         loop {
-            match response::parse(&buf, head_request, hold_cookies) {
+            match response::parse(&buf, head_request, fields) {
                 Err(why) => return Err(Round::Invalid(UpstreamError::InvalidResponse(why))),
                 Ok(response::Parsed::Final(head)) => {
                     buf.advance(head.len);
