@@ -6,6 +6,7 @@
 
 use std::mem::MaybeUninit;
 
+use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 use super::super::MAX_HEADERS;
@@ -145,9 +146,14 @@ pub fn parse(buf: &[u8], head_request: bool, fields: Fields) -> Result<Parsed, I
     let mut client = Vec::new();
     let mut held = HeaderMap::new();
     if fields == Fields::Map {
+        // One copy of the head that every value is a slice of, rather than one allocation
+        // per value.
+        let block = Bytes::copy_from_slice(&buf[..len]);
+        held.reserve(res.headers.len());
         for h in forwarded {
             let name = HeaderName::from_bytes(h.name.as_bytes());
-            let value = HeaderValue::from_bytes(h.value);
+            let at = h.value.as_ptr() as usize - buf.as_ptr() as usize;
+            let value = HeaderValue::from_maybe_shared(block.slice(at..at + h.value.len()));
             let (Ok(name), Ok(value)) = (name, value) else {
                 return Err("malformed response field");
             };
