@@ -10,6 +10,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use tokio::time::{Instant, Sleep};
@@ -24,27 +25,52 @@ pub fn timer(limit: Duration) -> Sleep {
 pub struct Elapsed;
 
 /// Runs `fut` for at most `limit` on `timer`.
-pub async fn within<F: Future>(
-    mut timer: Pin<&mut Sleep>,
-    limit: Duration,
-    fut: F,
-) -> Result<F::Output, Elapsed> {
-    let end = Instant::now() + limit;
-    if timer.deadline() > end {
-        timer.as_mut().reset(end);
+///
+/// A future of its own rather than an `async fn`: that would keep `fut` twice (as passed,
+/// and pinned in its body), and every request's exchange is inside one of these.
+pub fn within<F: Future>(timer: Pin<&mut Sleep>, limit: Duration, fut: F) -> Within<'_, F> {
+    Within {
+        timer,
+        limit,
+        end: None,
+        fut,
     }
-    tokio::pin!(fut);
-    loop {
-        tokio::select! {
-            biased;
-            out = &mut fut => return Ok(out),
-            () = timer.as_mut() => {
-                // Set by an earlier wait: this one's limit has not passed yet.
-                if Instant::now() < end {
-                    timer.as_mut().reset(end);
-                } else {
-                    return Err(Elapsed);
-                }
+}
+
+pin_project_lite::pin_project! {
+    /// `end` is set when the wait is first polled: it starts then.
+    pub struct Within<'t, F> {
+        timer: Pin<&'t mut Sleep>,
+        limit: Duration,
+        end: Option<Instant>,
+        #[pin]
+        fut: F,
+    }
+}
+
+impl<F: Future> Future for Within<'_, F> {
+    type Output = Result<F::Output, Elapsed>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let timer = this.timer;
+        let end = *this.end.get_or_insert_with(|| {
+            let end = Instant::now() + *this.limit;
+            if timer.deadline() > end {
+                timer.as_mut().reset(end);
+            }
+            end
+        });
+        if let Poll::Ready(out) = this.fut.poll(cx) {
+            return Poll::Ready(Ok(out));
+        }
+        loop {
+            ready!(timer.as_mut().poll(cx));
+            // Set by an earlier wait: this one's limit has not passed yet.
+            if Instant::now() < end {
+                timer.as_mut().reset(end);
+            } else {
+                return Poll::Ready(Err(Elapsed));
             }
         }
     }

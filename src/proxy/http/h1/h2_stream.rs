@@ -48,6 +48,8 @@ pub async fn serve(
         Parsed::Request(head) if head.body_len == 0 => head,
         _ => return Err(req),
     };
+    // Not kept while the exchange is in flight: everything it needs is in `bytes`.
+    drop(req);
     let exchange = Exchange {
         proxy,
         table: &table,
