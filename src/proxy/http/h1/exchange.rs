@@ -76,7 +76,14 @@ enum Failure {
 impl<'a> Exchange<'a> {
     /// Serves the request; `false` when the client connection must close afterwards.
     pub async fn run<IO: ClientIo>(self, io: &mut IO, timer: Pin<&mut Sleep>) -> bool {
-        let (mut log, answer) = self.answer(timer).await;
+        let mut log = self.access_log();
+        // `send` awaited here rather than through `answer`: a level of future less on the
+        // HTTP/1 path.
+        let host = self.host();
+        let answer = self
+            .send(host.as_deref(), self.path(), &mut log, timer)
+            .await;
+        Self::settle(&mut log, host, &answer);
         match answer {
             Ok(answer) => self.pass_on(io, answer, &mut log).await,
             Err(e) => {
@@ -88,36 +95,56 @@ impl<'a> Exchange<'a> {
     }
 
     /// Routes the request and exchanges it with a target up to the final response head, on
-    /// the connection's `timer`; with the access log record, its status set.
+    /// the connection's `timer`; `log` gets what the exchange learnt, its status included.
     pub async fn answer(
         &self,
+        log: &mut AccessLog,
         timer: Pin<&mut Sleep>,
-    ) -> (AccessLog, Result<Answer<'a>, ProxyError>) {
-        let path = self.text(self.head.path.clone());
-        let host = self
-            .head
-            .host
-            .clone()
-            .and_then(|h| normalize_host(self.text(h)));
-        // The host and path are text for the log line alone.
-        let wanted = lines_wanted();
-        let uri = if wanted {
-            Uri::try_from(path).unwrap_or_default()
+    ) -> Result<Answer<'a>, ProxyError> {
+        let host = self.host();
+        let answer = self.send(host.as_deref(), self.path(), log, timer).await;
+        Self::settle(log, host, &answer);
+        answer
+    }
+
+    /// The request's access log record, before it is answered.
+    pub fn access_log(&self) -> AccessLog {
+        // The path is text for the log line alone.
+        let uri = if lines_wanted() {
+            Uri::try_from(self.path()).unwrap_or_default()
         } else {
             Uri::default()
         };
-        let mut log = AccessLog::new(
+        AccessLog::new(
             self.proxy.client,
             self.proxy.port,
             self.table.clone(),
             self.head.method.clone(),
             uri,
-        );
-        let answer = self.send(host.as_deref(), path, &mut log, timer).await;
-        if wanted {
+        )
+    }
+
+    fn path(&self) -> &'a str {
+        self.text(self.head.path.clone())
+    }
+
+    fn host(&self) -> Option<Cow<'a, str>> {
+        self.head
+            .host
+            .clone()
+            .and_then(|h| normalize_host(self.text(h)))
+    }
+
+    /// What the log record learns from the exchange's outcome.
+    fn settle(
+        log: &mut AccessLog,
+        host: Option<Cow<'_, str>>,
+        answer: &Result<Answer<'_>, ProxyError>,
+    ) {
+        if lines_wanted() {
             log.host = host.map(Cow::into_owned).unwrap_or_default();
         }
-        match &answer {
+        match answer {
             Ok(answer) => {
                 log.status = StatusCode::from_u16(answer.head.status).unwrap_or(StatusCode::OK);
             }
@@ -126,11 +153,10 @@ impl<'a> Exchange<'a> {
                 log.status = e.status();
             }
         }
-        (log, answer)
     }
 
     /// A part of the request head that the parser checked is ASCII.
-    fn text(&self, range: std::ops::Range<usize>) -> &str {
+    fn text(&self, range: std::ops::Range<usize>) -> &'a str {
         std::str::from_utf8(&self.request[range]).unwrap_or_default()
     }
 

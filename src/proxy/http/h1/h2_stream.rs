@@ -61,8 +61,8 @@ pub async fn serve(
     };
     let timer = deadline::timer(table.timeouts.upstream_response());
     tokio::pin!(timer);
-    let (log, answer) = exchange.answer(timer).await;
-    let response = match answer {
+    let mut log = exchange.access_log();
+    let response = match exchange.answer(&mut log, timer).await {
         Ok(answer) => response(answer, &proxy.shared),
         Err(e) => error_response(&e),
     };
