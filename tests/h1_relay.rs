@@ -10,13 +10,12 @@ mod common;
 #[path = "common/raw.rs"]
 mod raw;
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
 use corral::runtime::Runtime;
-use raw::{exchange, Conn, RawBackend, Reply, Response};
+use raw::{exchange, leak, Conn, RawBackend, Reply, Response};
 
 /// The longest any single wait in these tests may take.
 const WAIT: Duration = Duration::from_secs(5);
@@ -29,23 +28,8 @@ async fn setup() -> (RawBackend, u16, Arc<Runtime>) {
 /// [`setup`] with these `timeouts` (a JSON object).
 async fn setup_with_timeouts(timeouts: &str) -> (RawBackend, u16, Arc<Runtime>) {
     let backend = RawBackend::start(0).await.unwrap();
-    let port = free_port();
-    let rt = corral(&format!(
-        r#"{{"loadBalancers":[{{"name":"lb","lbConfig":{{"portRules":[
-            {{"sourcePort":{port},"serviceId":"raw"}}]}}}}],
-          "services":[{{"ID":"raw1","Service":"raw","Address":"127.0.0.1","Port":{}}}],
-          "timeouts":{timeouts}}}"#,
-        backend.port
-    ))
-    .await;
+    let (port, rt) = corral_to(backend.port, timeouts).await;
     (backend, port, rt)
-}
-
-/// Runs a whole test under one overall deadline, so that nothing can hang the suite.
-async fn bounded(test: impl Future<Output = ()>) {
-    tokio::time::timeout(Duration::from_secs(60), test)
-        .await
-        .expect("test did not finish within 60 s");
 }
 
 fn get(path: &str) -> Vec<u8> {
@@ -77,10 +61,6 @@ fn pattern(n: usize) -> Vec<u8> {
     (0..n)
         .map(|i| ALPHABET[(i + i / 997 + i / 65_521) % ALPHABET.len()])
         .collect()
-}
-
-fn leak(bytes: Vec<u8>) -> &'static [u8] {
-    Box::leak(bytes.into_boxed_slice())
 }
 
 /// 1. A chunked response (chunk extension, trailer section) reaches the client whole; the

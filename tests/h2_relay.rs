@@ -11,7 +11,6 @@ mod common;
 #[path = "common/raw.rs"]
 mod raw;
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,29 +21,14 @@ use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use raw::{RawBackend, Reply};
+use raw::{leak, RawBackend, Reply};
 use tokio::net::TcpStream;
 
 /// Corral on a free port, forwarding everything to one raw backend.
 async fn setup() -> (RawBackend, u16, Arc<Runtime>) {
     let backend = RawBackend::start(0).await.unwrap();
-    let port = free_port();
-    let rt = corral(&format!(
-        r#"{{"loadBalancers":[{{"name":"lb","lbConfig":{{"portRules":[
-            {{"sourcePort":{port},"serviceId":"raw"}}]}}}}],
-          "services":[{{"ID":"raw1","Service":"raw","Address":"127.0.0.1","Port":{}}}],
-          "timeouts":{{"upstreamResponse":3000}}}}"#,
-        backend.port
-    ))
-    .await;
+    let (port, rt) = corral_to(backend.port, r#"{"upstreamResponse":3000}"#).await;
     (backend, port, rt)
-}
-
-/// Runs a whole test under one overall deadline, so that nothing can hang the suite.
-async fn bounded(test: impl Future<Output = ()>) {
-    tokio::time::timeout(Duration::from_secs(60), test)
-        .await
-        .expect("test did not finish within 60 s");
 }
 
 async fn h2(port: u16) -> SendRequest<Full<Bytes>> {
@@ -86,10 +70,6 @@ fn get(path: &str) -> Request<Full<Bytes>> {
     Request::get(format!("http://h2.test{path}"))
         .body(Full::default())
         .unwrap()
-}
-
-fn leak(bytes: Vec<u8>) -> &'static [u8] {
-    Box::leak(bytes.into_boxed_slice())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

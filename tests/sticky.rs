@@ -98,6 +98,16 @@ impl Reply {
     }
 }
 
+async fn reply(resp: Response<Incoming>) -> Reply {
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
+}
+
 async fn send(port: u16, method: Method, path: &str, cookie: Option<&str>) -> Reply {
     let stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
@@ -115,13 +125,7 @@ async fn send(port: u16, method: Method, path: &str, cookie: Option<&str>) -> Re
         .send_request(req.body(Full::new(Bytes::new())).unwrap())
         .await
         .unwrap();
-    let (parts, body) = resp.into_parts();
-    let body = body.collect().await.unwrap().to_bytes();
-    Reply {
-        status: parts.status,
-        headers: parts.headers,
-        body: String::from_utf8_lossy(&body).into_owned(),
-    }
+    reply(resp).await
 }
 
 async fn get(port: u16, path: &str, cookie: Option<&str>) -> Reply {
@@ -466,13 +470,7 @@ async fn get_h2(port: u16, path: &str, cookies: &[&str]) -> Reply {
         .send_request(req.body(Full::new(Bytes::new())).unwrap())
         .await
         .unwrap();
-    let (parts, body) = resp.into_parts();
-    let body = body.collect().await.unwrap().to_bytes();
-    Reply {
-        status: parts.status,
-        headers: parts.headers,
-        body: String::from_utf8_lossy(&body).into_owned(),
-    }
+    reply(resp).await
 }
 
 /// h2 streams go through the relay's exchange: the cookie is inserted into their response

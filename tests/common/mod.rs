@@ -128,6 +128,27 @@ pub async fn corral(config: &str) -> Arc<Runtime> {
     runtime
 }
 
+/// Corral on a free port, forwarding everything to the one target on `target_port`, with
+/// these `timeouts` (a JSON object): (its port, the runtime).
+pub async fn corral_to(target_port: u16, timeouts: &str) -> (u16, Arc<Runtime>) {
+    let port = free_port();
+    let rt = corral(&format!(
+        r#"{{"loadBalancers":[{{"name":"lb","lbConfig":{{"portRules":[
+            {{"sourcePort":{port},"serviceId":"raw"}}]}}}}],
+          "services":[{{"ID":"raw1","Service":"raw","Address":"127.0.0.1","Port":{target_port}}}],
+          "timeouts":{timeouts}}}"#
+    ))
+    .await;
+    (port, rt)
+}
+
+/// Runs a whole test under one overall deadline, so that nothing can hang the suite.
+pub async fn bounded(test: impl std::future::Future<Output = ()>) {
+    tokio::time::timeout(Duration::from_secs(60), test)
+        .await
+        .expect("test did not finish within 60 s");
+}
+
 /// One request on a fresh HTTP/1.1 connection: (status, headers, body).
 pub async fn get(port: u16, host: &str, path: &str) -> (StatusCode, http::HeaderMap, String) {
     let mut client = Client::connect(port).await;

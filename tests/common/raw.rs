@@ -34,6 +34,11 @@ pub enum Reply {
     RawReset(&'static [u8]),
 }
 
+/// A scripted reply built at run time, for [`Reply::Raw`] and friends.
+pub fn leak(bytes: Vec<u8>) -> &'static [u8] {
+    Box::leak(bytes.into_boxed_slice())
+}
+
 /// One complete request as the backend parsed it.
 #[derive(Clone, Debug)]
 pub struct Seen {

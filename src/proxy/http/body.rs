@@ -14,56 +14,17 @@ use super::upstream::Checkin;
 
 pin_project_lite::pin_project! {
     /// A body streamed through from the other side (the client's request, the target's
-    /// response), or one held in memory (a local answer, a request body kept for a retry).
+    /// response: from hyper, or read from the target's socket by the relay for an h2
+    /// client), or one held in memory (a local answer, a request body kept for a retry).
     #[project = PayloadProj]
     pub enum Payload {
         Streaming { #[pin] body: Incoming },
+        Relayed { body: RelayedBody },
         Buffered { data: Option<Bytes> },
     }
 }
 
 impl Body for Payload {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        match self.project() {
-            PayloadProj::Streaming { body } => body.poll_frame(cx),
-            PayloadProj::Buffered { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            Payload::Streaming { body } => body.is_end_stream(),
-            Payload::Buffered { data } => data.is_none(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            Payload::Streaming { body } => body.size_hint(),
-            Payload::Buffered { data } => {
-                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
-            }
-        }
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// Where a response's body comes from.
-    #[project = SourceProj]
-    enum Source {
-        Payload { #[pin] body: Payload },
-        /// Read from a target's socket by the relay, for an h2 client.
-        Relayed { body: RelayedBody },
-    }
-}
-
-impl Body for Source {
     type Data = Bytes;
     type Error = BoxError;
 
@@ -72,22 +33,27 @@ impl Body for Source {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.project() {
-            SourceProj::Payload { body } => body.poll_frame(cx).map_err(Into::into),
-            SourceProj::Relayed { body } => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            PayloadProj::Streaming { body } => body.poll_frame(cx).map_err(Into::into),
+            PayloadProj::Relayed { body } => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            PayloadProj::Buffered { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
-            Source::Payload { body } => body.is_end_stream(),
-            Source::Relayed { body } => body.is_end_stream(),
+            Payload::Streaming { body } => body.is_end_stream(),
+            Payload::Relayed { body } => body.is_end_stream(),
+            Payload::Buffered { data } => data.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            Source::Payload { body } => body.size_hint(),
-            Source::Relayed { body } => body.size_hint(),
+            Payload::Streaming { body } => body.size_hint(),
+            Payload::Relayed { body } => body.size_hint(),
+            Payload::Buffered { data } => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
         }
     }
 }
@@ -98,7 +64,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pin_project_lite::pin_project! {
     pub struct ProxyBody {
         #[pin]
-        body: Source,
+        body: Payload,
         log: Option<super::log::AccessLog>,
         // The target connection the body comes from, handed back to the pool as soon as the
         // body has been read to its end (declared after `body`: dropped after the body).
@@ -110,9 +76,7 @@ impl ProxyBody {
     /// The target's response body; `checkin` goes back to the pool once it is fully read.
     pub fn upstream(body: Incoming, checkin: Option<Checkin>) -> ProxyBody {
         ProxyBody {
-            body: Source::Payload {
-                body: Payload::Streaming { body },
-            },
+            body: Payload::Streaming { body },
             log: None,
             checkin,
         }
@@ -120,10 +84,8 @@ impl ProxyBody {
 
     pub fn local(data: impl Into<Bytes>) -> ProxyBody {
         ProxyBody {
-            body: Source::Payload {
-                body: Payload::Buffered {
-                    data: Some(data.into()),
-                },
+            body: Payload::Buffered {
+                data: Some(data.into()),
             },
             log: None,
             checkin: None,
@@ -132,9 +94,7 @@ impl ProxyBody {
 
     pub fn empty() -> ProxyBody {
         ProxyBody {
-            body: Source::Payload {
-                body: Payload::Buffered { data: None },
-            },
+            body: Payload::Buffered { data: None },
             log: None,
             checkin: None,
         }
@@ -143,7 +103,7 @@ impl ProxyBody {
     /// A body the relay reads from a target (see [`RelayedBody`]).
     pub fn relayed(body: RelayedBody) -> ProxyBody {
         ProxyBody {
-            body: Source::Relayed { body },
+            body: Payload::Relayed { body },
             log: None,
             checkin: None,
         }

@@ -194,11 +194,11 @@ impl Body for ClientBody {
         match this.inner.poll_frame(cx) {
             Poll::Ready(Some(Err(e))) => {
                 this.state.store(BODY_FAILED, Ordering::Release);
-                Poll::Ready(Some(Err(e.into())))
+                Poll::Ready(Some(Err(e)))
             }
             Poll::Ready(frame) => {
                 *this.sleep = None;
-                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+                Poll::Ready(frame)
             }
             Poll::Pending => {
                 let Some(timeout) = *this.timeout else {
