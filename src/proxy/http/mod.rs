@@ -90,9 +90,12 @@ where
 {
     let client = proxy.client;
     let timeouts = proxy.shared.table.load().timeouts;
+    // Boxed: hyper keeps one slot per connection for this future, idle or not, and moves it
+    // into a task per h2 stream; boxed, that slot is a pointer and the exchange's few
+    // kilobytes exist only while a request is in flight.
     let service = service_fn(move |req| {
         let proxy = proxy.clone();
-        async move { Ok::<_, Infallible>(proxy.handle(req).await) }
+        Box::pin(async move { Ok::<_, Infallible>(proxy.handle(req).await) })
     });
     let idle = timeouts.idle_keepalive();
     let result = match version {
@@ -167,8 +170,7 @@ struct Proxy {
 impl Proxy {
     async fn handle(&self, req: Request<Incoming>) -> Response<ProxyBody> {
         let req = if req.version() == Version::HTTP_2 {
-            // Boxed like the exchange below.
-            match Box::pin(h1::h2_stream::serve(self, req)).await {
+            match h1::h2_stream::serve(self, req).await {
                 Ok(response) => return response,
                 Err(req) => req,
             }
@@ -184,10 +186,7 @@ impl Proxy {
             req.method().clone(),
             req.uri().clone(),
         );
-        // hyper keeps one slot per connection for this future, idle or not (and spawns it per h2
-        // stream); boxing the exchange keeps that slot small and allocates the exchange's
-        // few kilobytes only while a request is in flight.
-        let result = Box::pin(self.proxy(&table, host.as_deref(), req, &mut log)).await;
+        let result = self.proxy(&table, host.as_deref(), req, &mut log).await;
         log.host = host.unwrap_or_default();
         let response = match result {
             Ok(response) => response,
