@@ -31,10 +31,16 @@ pub async fn serve(
 ) {
     let table = shared.table.load_full();
     let listener = table.listener(port);
+    let closing;
+    // Borrowed, not cloned: a clone is a dozen reference counts moved up and down again per
+    // connection.
     let metrics = match listener {
-        Some(l) => l.metrics.clone(),
+        Some(l) => &l.metrics,
         // Accepted just as the listener was removed: HTTP answers 503 per request.
-        None => shared.metrics.listener("closing"),
+        None => {
+            closing = shared.metrics.listener("closing");
+            &closing
+        }
     };
     metrics.connections.inc();
     let _active = ActiveConnection::new(metrics.active.clone());
@@ -51,6 +57,8 @@ pub async fn serve(
         (Protocol::Https, Some(tls)) => {
             let handshake = table.timeouts.handshake();
             let tls = tls.clone();
+            // The table is not kept for the connection's life, so its counters go with it.
+            let metrics = metrics.clone();
             drop(table);
             Box::pin(async move {
                 if let Some(stream) = accept_tls(stream, tls, handshake, &metrics, client).await {
