@@ -78,7 +78,7 @@ pub async fn serve(
                     stream,
                     tls.clone(),
                     table.timeouts.handshake(),
-                    &metrics,
+                    metrics,
                     client,
                 )
                 .await;
