@@ -198,8 +198,14 @@ fn field_map<'h, 'b: 'h>(
     let mut map = HeaderMap::with_capacity(fields.size_hint().1.unwrap_or(0));
     for h in fields {
         let name = HeaderName::from_bytes(h.name.as_bytes());
-        let at = h.value.as_ptr() as usize - buf.as_ptr() as usize;
-        let value = HeaderValue::from_maybe_shared(block.slice(at..at + h.value.len()));
+        // httparse's values are slices of `buf`; checked all the same, not assumed.
+        let at = (h.value.as_ptr() as usize).checked_sub(buf.as_ptr() as usize);
+        let value = match at {
+            Some(at) if at + h.value.len() <= len => {
+                HeaderValue::from_maybe_shared(block.slice(at..at + h.value.len()))
+            }
+            _ => HeaderValue::from_bytes(h.value),
+        };
         let (Ok(name), Ok(value)) = (name, value) else {
             return Err("malformed response field");
         };
@@ -314,6 +320,19 @@ mod tests {
         let names: Vec<_> = h.held.keys().map(|n| n.as_str()).collect();
         assert_eq!(names, ["set-cookie"]);
         assert_eq!(h.held.get_all("set-cookie").iter().count(), 2);
+    }
+
+    #[test]
+    fn empty_values_reach_the_map() {
+        for raw in [
+            "HTTP/1.1 200 OK\r\nX-Empty:\r\nContent-Length: 0\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nX-Empty:   \r\nX-B: 1\r\n\r\n",
+        ] {
+            let Ok(Parsed::Final(h)) = parse(raw.as_bytes(), false, Fields::Map) else {
+                panic!("not a final head: {raw:?}");
+            };
+            assert_eq!(h.held["x-empty"], "", "{raw:?}");
+        }
     }
 
     #[test]
