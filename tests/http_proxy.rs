@@ -397,3 +397,34 @@ async fn targets_at_their_connection_limit_are_skipped_then_503() {
         "{metrics}"
     );
 }
+
+/// `limits.maxConnectionsPerListener`: with that many client connections open, the next one
+/// waits in the kernel's backlog, unserved, until one of them closes.
+#[tokio::test]
+async fn a_listener_serves_at_most_its_connection_limit() {
+    let b = Backend::start("b", Behaviour::Name).await;
+    let port = free_port();
+    let _rt = corral(&format!(
+        r#"{{"loadBalancers":[{{"name":"lb","lbConfig":{{"portRules":[{{"sourcePort":{port},"serviceId":"web"}}]}}}}],
+          "services":[{}],"limits":{{"maxConnectionsPerListener":2}}}}"#,
+        instance("b", "web", &b, 1)
+    ))
+    .await;
+    let mut first = Client::connect(port).await;
+    let mut second = Client::connect(port).await;
+    assert_eq!(first.get("x", "/").await.0, StatusCode::OK);
+    assert_eq!(second.get("x", "/").await.0, StatusCode::OK);
+    let third = tokio::spawn(async move { Client::connect(port).await.get("x", "/").await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !third.is_finished(),
+        "a third connection was served over the limit"
+    );
+    drop(first);
+    let (status, _, body) = tokio::time::timeout(Duration::from_secs(5), third)
+        .await
+        .expect("the waiting connection was not served once a slot was free")
+        .unwrap();
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "b"));
+    assert_eq!(second.get("x", "/").await.0, StatusCode::OK);
+}

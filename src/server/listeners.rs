@@ -191,14 +191,19 @@ async fn accept_loop(
     let stop = watch.signaled();
     tokio::pin!(stop);
     loop {
-        let permit = tokio::select! {
-            () = &mut stop => return,
-            permit = permits.clone().acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => return,
+        // A free permit is taken without a wait; only a full listener waits for one.
+        let permit = match permits.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => tokio::select! {
+                () = &mut stop => return,
+                permit = permits.clone().acquire_owned() => match permit {
+                    Ok(p) => p,
+                    Err(_) => return,
+                },
             },
         };
         let (stream, client) = tokio::select! {
+            biased;
             () = &mut stop => return,
             accepted = socket.accept() => match accepted {
                 Ok(pair) => pair,
