@@ -57,13 +57,15 @@ impl Default for ChunkedScanner {
 }
 
 impl ChunkedScanner {
-    /// Scans the next bytes of the body. `Some(n)`: the body ends after `buf[..n]` (bytes past
-    /// `n` are not part of it); `None`: all of `buf` is body and more is to come.
-    pub fn scan(&mut self, buf: &[u8]) -> Result<Option<usize>, ChunkedError> {
+    /// [`ChunkedScanner::scan_data`] for where the body ends alone.
+    #[cfg(test)]
+    fn scan(&mut self, buf: &[u8]) -> Result<Option<usize>, ChunkedError> {
         self.scan_data(buf, |_| {})
     }
 
-    /// [`ChunkedScanner::scan`], telling `data` where in `buf` the chunks' data is, in order.
+    /// Scans the next bytes of the body, telling `data` where in `buf` the chunks' data is,
+    /// in order. `Some(n)`: the body ends after `buf[..n]` (bytes past `n` are not part of
+    /// it); `None`: all of `buf` is body and more is to come.
     pub fn scan_data(
         &mut self,
         buf: &[u8],

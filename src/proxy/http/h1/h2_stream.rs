@@ -25,11 +25,11 @@ use hyper::body::Incoming;
 
 use super::super::upstream::RawConn;
 use super::super::{error_response, Proxy, ProxyBody};
-use super::chunked::ChunkedScanner;
-use super::exchange::{Answer, Exchange};
+use super::deadline;
+use super::exchange::{write_field, Answer, Exchange};
 use super::request::{self, Parsed};
 use super::response::Framing;
-use super::{deadline, target::TARGET_READ};
+use super::target::{BodyEnd, TARGET_READ};
 use crate::runtime::Shared;
 
 /// Serves `req` through the relay, or gives it back for hyper's path.
@@ -80,13 +80,13 @@ fn http1_head(req: &Request<Incoming>) -> Vec<u8> {
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let authority = req.uri().authority();
     if let Some(authority) = authority {
-        line(&mut out, b"host", authority.as_str().as_bytes());
+        write_field(&mut out, b"host", authority.as_str().as_bytes());
     }
     for (name, value) in req.headers() {
         if *name == header::COOKIE || *name == header::HOST && authority.is_some() {
             continue;
         }
-        line(&mut out, name.as_str().as_bytes(), value.as_bytes());
+        write_field(&mut out, name.as_str().as_bytes(), value.as_bytes());
     }
     let mut cookies = req.headers().get_all(header::COOKIE).iter();
     if let Some(first) = cookies.next() {
@@ -100,13 +100,6 @@ fn http1_head(req: &Request<Incoming>) -> Vec<u8> {
     }
     out.extend_from_slice(b"\r\n");
     out
-}
-
-fn line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
 }
 
 /// The h2 response to a target's answer.
@@ -135,10 +128,7 @@ pub struct RelayedBody {
     /// `None` once the body is done.
     conn: Option<RawConn>,
     buf: BytesMut,
-    framing: Framing,
-    /// Of a `Content-Length` body, the bytes not yet passed on.
-    remaining: u64,
-    scanner: ChunkedScanner,
+    end: BodyEnd,
     reusable: bool,
     addr: SocketAddr,
     shared: Arc<Shared>,
@@ -153,16 +143,10 @@ impl RelayedBody {
         addr: SocketAddr,
         shared: &Arc<Shared>,
     ) -> RelayedBody {
-        let remaining = match framing {
-            Framing::Length(n) => n,
-            _ => 0,
-        };
         let mut body = RelayedBody {
             conn: Some(conn),
             buf,
-            framing,
-            remaining,
-            scanner: ChunkedScanner::default(),
+            end: BodyEnd::new(framing),
             reusable,
             addr,
             shared: shared.clone(),
@@ -176,33 +160,26 @@ impl RelayedBody {
 
     /// The body's data in the buffer, if any, and whether the body ends with it.
     fn take(&mut self) -> io::Result<(Bytes, bool)> {
-        let (data, complete) = match self.framing {
-            Framing::Empty => (BytesMut::new(), true),
-            Framing::Length(_) => {
-                let n = self.remaining.min(self.buf.len() as u64);
-                self.remaining -= n;
-                (self.buf.split_to(n as usize), self.remaining == 0)
+        // Where the data is: one range but for chunked bodies, so the first is kept apart
+        // and only further ones allocate.
+        let mut first = None;
+        let mut more = Vec::new();
+        let (n, complete) = self.end.advance(&self.buf, |r| match first {
+            None => first = Some(r),
+            Some(_) => more.push(r),
+        })?;
+        // The data moved to the front, over the chunk size lines it follows.
+        let mut len = 0;
+        for r in first.into_iter().chain(more) {
+            let n = r.len();
+            if r.start != len {
+                self.buf.copy_within(r, len);
             }
-            Framing::Chunked => {
-                let mut ranges = Vec::new();
-                let end = self
-                    .scanner
-                    .scan_data(&self.buf, |r| ranges.push(r))
-                    .map_err(io::Error::other)?;
-                // The data moved to the front, over the size lines it follows.
-                let mut len = 0;
-                for r in ranges {
-                    let n = r.len();
-                    self.buf.copy_within(r, len);
-                    len += n;
-                }
-                let mut taken = self.buf.split_to(end.unwrap_or(self.buf.len()));
-                taken.truncate(len);
-                (taken, end.is_some())
-            }
-            Framing::UntilClose => (self.buf.split(), false),
-        };
-        Ok((data.freeze(), complete))
+            len += n;
+        }
+        let mut taken = self.buf.split_to(n);
+        taken.truncate(len);
+        Ok((taken.freeze(), complete))
     }
 
     /// Ends the body: the connection is kept when `clean` and nothing follows the body.
@@ -258,13 +235,12 @@ impl Body for RelayedBody {
                 }
             };
             match read {
-                Ok(0) if this.framing == Framing::UntilClose => {
+                Ok(0) => {
+                    if let Err(e) = this.end.closed() {
+                        return this.fail(e);
+                    }
                     this.finish(false);
                     return Poll::Ready(None);
-                }
-                Ok(0) => {
-                    let eof = "the target closed inside the body";
-                    return this.fail(io::Error::new(io::ErrorKind::UnexpectedEof, eof));
                 }
                 Ok(_) => {}
                 Err(e) => return this.fail(e),
@@ -277,10 +253,10 @@ impl Body for RelayedBody {
     }
 
     fn size_hint(&self) -> SizeHint {
-        match self.framing {
+        match self.end.remaining_length() {
             _ if self.conn.is_none() => SizeHint::with_exact(0),
-            Framing::Length(_) => SizeHint::with_exact(self.remaining),
-            _ => SizeHint::default(),
+            Some(n) => SizeHint::with_exact(n),
+            None => SizeHint::default(),
         }
     }
 }

@@ -102,48 +102,27 @@ pub async fn body<IO: ClientIo>(
     framing: Framing,
     log: &mut AccessLog,
 ) -> io::Result<bool> {
-    let mut scanner = chunked::ChunkedScanner::default();
-    let mut remaining = match framing {
-        Framing::Length(n) => n,
-        _ => 0,
-    };
+    let mut end = BodyEnd::new(framing);
     // Takes from `buf` what belongs to the body; `true` once the body is complete.
-    let mut take = |buf: &mut BytesMut, into: &mut Vec<u8>| -> io::Result<(usize, bool)> {
-        let (n, done) = match framing {
-            Framing::Empty => (0, true),
-            Framing::Length(_) => {
-                let n = remaining.min(buf.len() as u64) as usize;
-                remaining -= n as u64;
-                (n, remaining == 0)
-            }
-            Framing::Chunked => match scanner.scan(buf).map_err(io::Error::other)? {
-                Some(end) => (end, true),
-                None => (buf.len(), false),
-            },
-            Framing::UntilClose => (buf.len(), false),
-        };
+    let take = |end: &mut BodyEnd, buf: &mut BytesMut, into: &mut Vec<u8>| {
+        let (n, done) = end.advance(buf, |_| {})?;
         into.extend_from_slice(&buf[..n]);
         buf.advance(n);
-        Ok((n, done))
+        io::Result::Ok((n, done))
     };
-    let (n, mut done) = take(buf, &mut out)?;
+    let (n, mut done) = take(&mut end, buf, &mut out)?;
     log.bytes_out += n as u64;
     io.write_all(&out).await?;
     let mut chunk = out;
     while !done {
         buf.reserve(TARGET_READ);
         if target.read_buf(buf).await? == 0 {
-            if framing == Framing::UntilClose {
-                io.flush().await?;
-                return Ok(false);
-            }
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "the target closed inside the body",
-            ));
+            end.closed()?;
+            io.flush().await?;
+            return Ok(false);
         }
         chunk.clear();
-        let (n, complete) = take(buf, &mut chunk)?;
+        let (n, complete) = take(&mut end, buf, &mut chunk)?;
         done = complete;
         log.bytes_out += n as u64;
         io.write_all(&chunk).await?;
@@ -151,4 +130,76 @@ pub async fn body<IO: ClientIo>(
     io.flush().await?;
     // Bytes after a complete body: only a misbehaving target sends those.
     Ok(buf.is_empty())
+}
+
+/// Where a response body ends, followed through the bytes read after its head: the one
+/// reading of a target's framing, for the relay (which passes the body on as it came) and
+/// for h2 clients (which get the chunks' data alone).
+#[derive(Debug)]
+pub struct BodyEnd {
+    framing: Framing,
+    /// Of a `Content-Length` body, the bytes not yet seen.
+    remaining: u64,
+    scanner: chunked::ChunkedScanner,
+}
+
+impl BodyEnd {
+    pub fn new(framing: Framing) -> BodyEnd {
+        let remaining = match framing {
+            Framing::Length(n) => n,
+            _ => 0,
+        };
+        BodyEnd {
+            framing,
+            remaining,
+            scanner: chunked::ChunkedScanner::default(),
+        }
+    }
+
+    /// How many of `buf`'s first bytes belong to the body, and whether it ends with them;
+    /// `data` is told where among them the payload is (all of them but chunked framing).
+    #[inline]
+    pub fn advance(
+        &mut self,
+        buf: &[u8],
+        mut data: impl FnMut(std::ops::Range<usize>),
+    ) -> io::Result<(usize, bool)> {
+        let (n, done) = match self.framing {
+            Framing::Empty => (0, true),
+            Framing::Length(_) => {
+                let n = self.remaining.min(buf.len() as u64) as usize;
+                self.remaining -= n as u64;
+                data(0..n);
+                (n, self.remaining == 0)
+            }
+            Framing::Chunked => match self.scanner.scan_data(buf, data) {
+                Ok(Some(end)) => (end, true),
+                Ok(None) => (buf.len(), false),
+                Err(e) => return Err(io::Error::other(e)),
+            },
+            Framing::UntilClose => {
+                data(0..buf.len());
+                (buf.len(), false)
+            }
+        };
+        Ok((n, done))
+    }
+
+    /// Of a `Content-Length` body, the bytes still to come.
+    pub fn remaining_length(&self) -> Option<u64> {
+        matches!(self.framing, Framing::Length(_)).then_some(self.remaining)
+    }
+
+    /// The target closed before the body was complete: its end, for a body that ends so,
+    /// else a cut body.
+    pub fn closed(&self) -> io::Result<()> {
+        if self.framing == Framing::UntilClose {
+            Ok(())
+        } else {
+            Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the target closed inside the body",
+            ))
+        }
+    }
 }
