@@ -11,6 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, UdpSocket};
+
+use super::accept::Acceptor;
 use tokio::sync::Semaphore;
 
 use super::drain;
@@ -49,7 +51,7 @@ impl Transport {
 }
 
 enum Socket {
-    Tcp(TcpListener),
+    Tcp(Acceptor),
     Udp(UdpSocket),
 }
 
@@ -80,7 +82,7 @@ impl ListenerSet {
             }
             let addr = SocketAddr::new(self.ip, listener.port);
             let socket = match key.1 {
-                Transport::Tcp => bind_tcp(addr).map(Socket::Tcp),
+                Transport::Tcp => bind_std(addr).and_then(Acceptor::new).map(Socket::Tcp),
                 Transport::Udp => bind_udp(addr).map(Socket::Udp),
             };
             match socket {
@@ -162,6 +164,11 @@ fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
 }
 
 pub(crate) fn bind_tcp(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::from_std(bind_std(addr)?)
+}
+
+/// A listening, non-blocking TCP socket.
+fn bind_std(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(addr),
         socket2::Type::STREAM,
@@ -175,13 +182,13 @@ pub(crate) fn bind_tcp(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.set_nodelay(true)?;
     socket.bind(&addr.into())?;
     socket.listen(4096)?;
-    TcpListener::from_std(socket.into())
+    Ok(socket.into())
 }
 
 /// Accepts until drained. Holding a permit per connection caps them at `max_conns`: at the
 /// cap, accepting pauses and the kernel backlog absorbs the burst, as HAProxy's maxconn does.
 async fn accept_loop(
-    socket: TcpListener,
+    socket: Acceptor,
     port: u16,
     shared: Arc<Shared>,
     watch: drain::Watch,

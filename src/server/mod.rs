@@ -1,5 +1,6 @@
 //! Sockets: binding listeners to match the routing table and draining them.
 
+mod accept;
 pub mod drain;
 mod listeners;
 
