@@ -622,3 +622,89 @@ async fn idle_and_response_waits_keep_their_own_limits() {
     })
     .await;
 }
+
+/// A target that answers the first request on its first connection with `parts`, written
+/// `pause` apart.
+async fn paced_target(parts: Vec<&'static [u8]>, pause: Duration) -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).await.unwrap_or(0) == 1 {
+            head.push(byte[0]);
+        }
+        for (i, part) in parts.into_iter().enumerate() {
+            if i > 0 {
+                tokio::time::sleep(pause).await;
+            }
+            let _ = stream.write_all(part).await;
+        }
+        // Held open: the test decides when it is done.
+        tokio::time::sleep(WAIT).await;
+    });
+    port
+}
+
+/// The first bytes that reach `conn`'s socket after `request`, with how long they took.
+async fn first_read(port: u16, request: &[u8]) -> (Vec<u8>, Duration) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    stream.write_all(request).await.unwrap();
+    let asked = std::time::Instant::now();
+    let mut chunk = vec![0u8; 4096];
+    let n = tokio::time::timeout(WAIT, stream.read(&mut chunk))
+        .await
+        .expect("nothing arrived")
+        .unwrap();
+    (chunk[..n].to_vec(), asked.elapsed())
+}
+
+/// A head and a short body that the target sends as two segments reach the client in one:
+/// corral waits for a small `Content-Length` body rather than pass the head on alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_body_goes_out_with_its_head() {
+    bounded(async {
+        let parts: Vec<&'static [u8]> = vec![
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Kind: paced\r\n\r\n",
+            b"hel",
+            b"lo",
+        ];
+        let target = paced_target(parts, Duration::from_millis(100)).await;
+        let (port, _rt) = corral_to(target, r#"{"upstreamResponse":3000}"#).await;
+        let (got, _) = first_read(port, &get("/paced")).await;
+        let text = String::from_utf8_lossy(&got);
+        assert!(
+            text.starts_with("HTTP/1.1 200") && text.ends_with("\r\n\r\nhello"),
+            "the first read held {text:?}, not the whole response"
+        );
+    })
+    .await;
+}
+
+/// A chunked body is passed on as it comes: the first chunk reaches the client while the
+/// target is still to send the rest (a stream of events must not wait for its end).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunked_stream_is_passed_on_as_it_comes() {
+    bounded(async {
+        let parts: Vec<&'static [u8]> = vec![
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n",
+            b"6\r\nsecond\r\n0\r\n\r\n",
+        ];
+        let target = paced_target(parts, Duration::from_millis(1500)).await;
+        let (port, _rt) = corral_to(target, r#"{"upstreamResponse":3000}"#).await;
+        let (got, took) = first_read(port, &get("/events")).await;
+        let text = String::from_utf8_lossy(&got);
+        assert!(text.starts_with("HTTP/1.1 200"), "{text:?}");
+        assert!(
+            took < Duration::from_millis(1000),
+            "the head waited {took:?} for the rest of the stream"
+        );
+        assert!(!text.contains("second"), "{text:?}");
+    })
+    .await;
+}
