@@ -186,7 +186,10 @@ impl Proxy {
             req.method().clone(),
             req.uri().clone(),
         );
-        let result = self.proxy(&table, host.as_deref(), req, &mut log).await;
+        // Boxed: h2 requests without a body, the common case, took the relay's path above,
+        // and this one's state (hyper's client, a body, retries) would otherwise be room in
+        // every request's future, which hyper moves several times per stream.
+        let result = Box::pin(self.proxy(&table, host.as_deref(), req, &mut log)).await;
         log.host = host.unwrap_or_default();
         let response = match result {
             Ok(response) => response,
