@@ -83,6 +83,30 @@ impl Acceptor {
     }
 }
 
+/// Whether a failed accept concerned only the connection it would have returned, so that the
+/// next one can be accepted at once. Linux hands a new connection's pending network error to
+/// accept(2) ("treat them like EAGAIN", accept(2)), and a connection reset while it was queued
+/// reports `ECONNABORTED`; each such call takes its connection off the queue. Anything else
+/// (out of descriptors, memory, epoll watches, or an error not known here) is worth a pause
+/// before the next try rather than a loop that spins on it.
+pub fn one_connection_only(e: &io::Error) -> bool {
+    use rustix::io::Errno;
+    const PER_CONNECTION: [Errno; 10] = [
+        Errno::CONNABORTED,
+        Errno::PROTO,
+        Errno::NETDOWN,
+        Errno::NOPROTOOPT,
+        Errno::HOSTDOWN,
+        Errno::NONET,
+        Errno::HOSTUNREACH,
+        Errno::OPNOTSUPP,
+        Errno::NETUNREACH,
+        // A firewall refusing the connection.
+        Errno::PERM,
+    ];
+    Errno::from_io_error(e).is_some_and(|errno| PER_CONNECTION.contains(&errno))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,6 +142,26 @@ mod tests {
         let expected: std::collections::HashSet<_> =
             clients.iter().map(|c| c.local_addr().unwrap()).collect();
         assert_eq!(seen, expected);
+    }
+
+    #[test]
+    fn per_connection_errors_are_told_from_exhaustion() {
+        let os = io::Error::from_raw_os_error;
+        for errno in [rustix::io::Errno::CONNABORTED, rustix::io::Errno::PROTO] {
+            assert!(one_connection_only(&os(errno.raw_os_error())), "{errno:?}");
+        }
+        for errno in [
+            rustix::io::Errno::MFILE,
+            rustix::io::Errno::NFILE,
+            rustix::io::Errno::NOBUFS,
+            rustix::io::Errno::NOMEM,
+            rustix::io::Errno::INVAL,
+        ] {
+            assert!(!one_connection_only(&os(errno.raw_os_error())), "{errno:?}");
+        }
+        assert!(!one_connection_only(&io::Error::other(
+            "not from the kernel"
+        )));
     }
 
     /// After the queue is empty and the readiness cleared, the next connection's edge wakes

@@ -214,6 +214,10 @@ async fn accept_loop(
             () = &mut stop => return,
             accepted = socket.accept() => match accepted {
                 Ok(pair) => pair,
+                Err(e) if super::accept::one_connection_only(&e) => {
+                    tracing::debug!(port, error = %e, "a connection failed before it was accepted");
+                    continue;
+                }
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
                     tracing::warn!(port, error = %e, "accept failed");
