@@ -40,7 +40,9 @@ impl Acceptor {
         Ok(Acceptor { listener })
     }
 
-    /// The next connection, registered with the runtime.
+    /// The next connection, registered with the runtime. A connection that failed while it
+    /// was queued is skipped; the errors returned are the process or the system running out
+    /// of something.
     pub async fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
         // `poll_read_ready` waits in the registration's one reader slot; `readable()` would
         // queue a waiter on a locked list per wait.
@@ -60,6 +62,10 @@ impl Acceptor {
                         ready.clear_ready();
                     }
                     return Poll::Ready(Ok(accepted));
+                }
+                // That connection is gone from the queue; the next one may be there.
+                Ok(Err(e)) if one_connection_only(&e) => {
+                    tracing::debug!(error = %e, "a connection failed before it was accepted");
                 }
                 Ok(Err(e)) => return Poll::Ready(Err(e)),
                 // `try_io` has cleared the readiness: wait for the next edge.
@@ -89,7 +95,7 @@ impl Acceptor {
 /// reports `ECONNABORTED`; each such call takes its connection off the queue. Anything else
 /// (out of descriptors, memory, epoll watches, or an error not known here) is worth a pause
 /// before the next try rather than a loop that spins on it.
-pub fn one_connection_only(e: &io::Error) -> bool {
+fn one_connection_only(e: &io::Error) -> bool {
     use rustix::io::Errno;
     const PER_CONNECTION: [Errno; 10] = [
         Errno::CONNABORTED,

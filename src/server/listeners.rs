@@ -11,10 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, UdpSocket};
-
-use super::accept::Acceptor;
 use tokio::sync::Semaphore;
 
+use super::accept::Acceptor;
 use super::drain;
 use crate::config::Protocol;
 use crate::proxy::l4::{serve_udp, UdpOptions};
@@ -214,10 +213,6 @@ async fn accept_loop(
             () = &mut stop => return,
             accepted = socket.accept() => match accepted {
                 Ok(pair) => pair,
-                Err(e) if super::accept::one_connection_only(&e) => {
-                    tracing::debug!(port, error = %e, "a connection failed before it was accepted");
-                    continue;
-                }
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
                     tracing::warn!(port, error = %e, "accept failed");

@@ -96,8 +96,9 @@ pub async fn round(
 /// the client in one write, its body waited for (nginx's `postpone_output` does the like).
 /// Targets often send a head and a small body as two segments, and passing each on as it
 /// came cost the client a second segment and corral a second write (under the benchmark's
-/// keep-alive load, a fifth to a third of nginx's 100-byte responses came so). A longer body, a chunked or a close-delimited one (a
-/// stream of events, say) is passed on as it comes.
+/// keep-alive load, a fifth to a third of nginx's 100-byte responses came so). A longer
+/// body, a chunked or a close-delimited one (a stream of events, say) is passed on as it
+/// comes.
 const COALESCE_LIMIT: u64 = 16 * 1024;
 
 /// Streams a response body from the target to the client after `out` (the head). `Ok(true)`
