@@ -648,20 +648,31 @@ async fn paced_target(parts: Vec<&'static [u8]>, pause: Duration) -> u16 {
     port
 }
 
-/// The first bytes that reach `conn`'s socket after `request`, with how long they took.
-async fn first_read(port: u16, request: &[u8]) -> (Vec<u8>, Duration) {
+/// The first bytes a client of corral gets for a GET of `path` from a target answering with
+/// `parts`, `pause` apart (see [`paced_target`]), with how long they took.
+async fn first_read_of(
+    parts: Vec<&'static [u8]>,
+    pause: Duration,
+    path: &str,
+) -> (String, Duration) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let target = paced_target(parts, pause).await;
+    let (port, _rt) = corral_to(target, r#"{"upstreamResponse":3000}"#).await;
+    let request = get(path);
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .unwrap();
-    stream.write_all(request).await.unwrap();
+    stream.write_all(&request).await.unwrap();
     let asked = std::time::Instant::now();
     let mut chunk = vec![0u8; 4096];
     let n = tokio::time::timeout(WAIT, stream.read(&mut chunk))
         .await
         .expect("nothing arrived")
         .unwrap();
-    (chunk[..n].to_vec(), asked.elapsed())
+    (
+        String::from_utf8_lossy(&chunk[..n]).into_owned(),
+        asked.elapsed(),
+    )
 }
 
 /// A head and a short body that the target sends as two segments reach the client in one:
@@ -674,10 +685,7 @@ async fn a_short_body_goes_out_with_its_head() {
             b"hel",
             b"lo",
         ];
-        let target = paced_target(parts, Duration::from_millis(100)).await;
-        let (port, _rt) = corral_to(target, r#"{"upstreamResponse":3000}"#).await;
-        let (got, _) = first_read(port, &get("/paced")).await;
-        let text = String::from_utf8_lossy(&got);
+        let (text, _) = first_read_of(parts, Duration::from_millis(100), "/paced").await;
         assert!(
             text.starts_with("HTTP/1.1 200") && text.ends_with("\r\n\r\nhello"),
             "the first read held {text:?}, not the whole response"
@@ -695,10 +703,7 @@ async fn a_chunked_stream_is_passed_on_as_it_comes() {
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n",
             b"6\r\nsecond\r\n0\r\n\r\n",
         ];
-        let target = paced_target(parts, Duration::from_millis(1500)).await;
-        let (port, _rt) = corral_to(target, r#"{"upstreamResponse":3000}"#).await;
-        let (got, took) = first_read(port, &get("/events")).await;
-        let text = String::from_utf8_lossy(&got);
+        let (text, took) = first_read_of(parts, Duration::from_millis(1500), "/events").await;
         assert!(text.starts_with("HTTP/1.1 200"), "{text:?}");
         assert!(
             took < Duration::from_millis(1000),
