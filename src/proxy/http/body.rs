@@ -17,9 +17,13 @@ pin_project_lite::pin_project! {
     /// response: from hyper, or read from the target's socket by the relay for an h2
     /// client), or one held in memory (a local answer, a request body kept for a retry).
     #[project = PayloadProj]
+    // `Relayed` and `ProxyBody::log` are boxed: hyper moves a response, and the stream task
+    // that holds its body, several times per h2 stream, and with both inline a
+    // `Response<ProxyBody>` was 656 bytes; boxed it is 232 and an h2 request costs 3.7 % fewer
+    // instructions (49.0k → 47.2k), the allocations included.
     pub enum Payload {
         Streaming { #[pin] body: Incoming },
-        Relayed { body: RelayedBody },
+        Relayed { body: Box<RelayedBody> },
         Buffered { data: Option<Bytes> },
     }
 }
@@ -34,7 +38,9 @@ impl Body for Payload {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.project() {
             PayloadProj::Streaming { body } => body.poll_frame(cx).map_err(Into::into),
-            PayloadProj::Relayed { body } => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            PayloadProj::Relayed { body } => {
+                Pin::new(body.as_mut()).poll_frame(cx).map_err(Into::into)
+            }
             PayloadProj::Buffered { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
         }
     }
@@ -65,7 +71,7 @@ pin_project_lite::pin_project! {
     pub struct ProxyBody {
         #[pin]
         body: Payload,
-        log: Option<super::log::AccessLog>,
+        log: Option<Box<super::log::AccessLog>>,
         // The target connection the body comes from, handed back to the pool as soon as the
         // body has been read to its end (declared after `body`: dropped after the body).
         checkin: Option<Checkin>,
@@ -103,7 +109,9 @@ impl ProxyBody {
     /// A body the relay reads from a target (see [`RelayedBody`]).
     pub fn relayed(body: RelayedBody) -> ProxyBody {
         ProxyBody {
-            body: Payload::Relayed { body },
+            body: Payload::Relayed {
+                body: Box::new(body),
+            },
             log: None,
             checkin: None,
         }
@@ -111,7 +119,7 @@ impl ProxyBody {
 
     /// Attaches the access log record; it is written when the body is dropped.
     pub fn with_log(mut self, log: super::log::AccessLog) -> ProxyBody {
-        self.log = Some(log);
+        self.log = Some(Box::new(log));
         self
     }
 }
@@ -151,5 +159,17 @@ impl Body for ProxyBody {
 
     fn size_hint(&self) -> SizeHint {
         self.body.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_response_is_small_enough_to_move() {
+        // See `Payload`: a field added inline that makes this fail costs every h2 stream.
+        let size = std::mem::size_of::<http::Response<ProxyBody>>();
+        assert!(size <= 256, "Response<ProxyBody> is {size} bytes");
     }
 }
