@@ -197,7 +197,8 @@ fn field_map<'h, 'b: 'h>(
     let block = Bytes::copy_from_slice(&buf[..len]);
     let mut map = HeaderMap::with_capacity(fields.size_hint().1.unwrap_or(0));
     for h in fields {
-        let name = HeaderName::from_bytes(h.name.as_bytes());
+        let name = common_name(h.name.as_bytes())
+            .map_or_else(|| HeaderName::from_bytes(h.name.as_bytes()), Ok);
         // httparse's values are slices of `buf`; checked all the same, not assumed.
         let at = (h.value.as_ptr() as usize).checked_sub(buf.as_ptr() as usize);
         let value = match at {
@@ -212,6 +213,34 @@ fn field_map<'h, 'b: 'h>(
         map.append(name, value);
     }
     Ok(map)
+}
+
+/// `name` as one of the fields nearly every response carries, found by its length, its first
+/// letter and one comparison: `HeaderName::from_bytes` lowercases a name into a buffer and then
+/// matches it against all the standard names, ~120 instructions a field.
+fn common_name(name: &[u8]) -> Option<HeaderName> {
+    let first = name.first()? | 0x20;
+    let candidate = match (name.len(), first) {
+        (4, b'd') => header::DATE,
+        (4, b'e') => header::ETAG,
+        (4, b'v') => header::VARY,
+        (6, b's') => header::SERVER,
+        (10, b's') => header::SET_COOKIE,
+        (12, b'c') => header::CONTENT_TYPE,
+        (13, b'a') => header::ACCEPT_RANGES,
+        (13, b'c') => header::CACHE_CONTROL,
+        (13, b'l') => header::LAST_MODIFIED,
+        (14, b'c') => header::CONTENT_LENGTH,
+        _ => return None,
+    };
+    // The candidates are lowercase letters and `-`, which `| 0x20` maps only to themselves and
+    // to their capitals (and `-` to a CR, which a field name never holds); without an early
+    // exit the loop is a few instructions, where `eq_ignore_ascii_case` spends ~18 a byte.
+    let differ = name
+        .iter()
+        .zip(candidate.as_str().as_bytes())
+        .fold(0, |differ, (b, c)| differ | ((b | 0x20) ^ c));
+    (differ == 0).then_some(candidate)
 }
 
 /// The RFC 9110 §7.6.1 field `name` is, if it concerns one connection only.
@@ -239,6 +268,36 @@ mod tests {
         match parse(raw.as_bytes(), head_request, Fields::Head)? {
             Parsed::Final(h) => Ok(h),
             _ => panic!("not final: {raw}"),
+        }
+    }
+
+    #[test]
+    fn common_names_are_the_standard_ones() {
+        for name in [
+            "Date",
+            "ETag",
+            "vary",
+            "SERVER",
+            "Set-Cookie",
+            "content-type",
+            "Accept-Ranges",
+            "Cache-Control",
+            "Last-Modified",
+            "Content-Length",
+        ] {
+            let standard = HeaderName::from_bytes(name.as_bytes()).unwrap();
+            assert_eq!(common_name(name.as_bytes()), Some(standard), "{name}");
+        }
+        for other in [
+            "",
+            "dat",
+            "Daté",
+            "x-da",
+            "Servers",
+            "cache-contrl",
+            "Last-Modifie",
+        ] {
+            assert_eq!(common_name(other.as_bytes()), None, "{other}");
         }
     }
 
