@@ -233,15 +233,20 @@ fn common_name(name: &[u8]) -> Option<HeaderName> {
         (14, b'c') => header::CONTENT_LENGTH,
         _ => return None,
     };
-    // A byte `b` passes for a candidate's `c` when `b | 0x20 == c`: for a lowercase letter that
-    // is the letter or its capital, for `-` also CR, which httparse never lets into a field
-    // name. Without an early exit the loop is a few instructions; `eq_ignore_ascii_case` spends
-    // ~18 a byte.
-    let differ = name
-        .iter()
-        .zip(candidate.as_str().as_bytes())
-        .fold(0, |differ, (b, c)| differ | ((b | 0x20) ^ c));
-    (differ == 0).then_some(candidate)
+    spelled(name, candidate.as_str().as_bytes()).then_some(candidate)
+}
+
+/// Whether the field name `name` is `lower` (lowercase letters and `-`) in any case. A byte
+/// `b` passes for `lower`'s `c` when `b | 0x20 == c`: for a letter that is the letter or its
+/// capital, for `-` also CR, which httparse never lets into a field name. Without an early
+/// exit the loop is a few instructions; `eq_ignore_ascii_case` spends ~18 a byte.
+fn spelled(name: &[u8], lower: &[u8]) -> bool {
+    name.len() == lower.len()
+        && name
+            .iter()
+            .zip(lower)
+            .fold(0, |differ, (b, c)| differ | ((b | 0x20) ^ c))
+            == 0
 }
 
 /// The RFC 9110 §7.6.1 field `name` is, if it concerns one connection only.
@@ -255,10 +260,7 @@ fn hop_by_hop(name: &[u8]) -> Option<&'static [u8]> {
         17 => &[b"transfer-encoding"],
         _ => &[],
     };
-    candidates
-        .iter()
-        .copied()
-        .find(|f| f.eq_ignore_ascii_case(name))
+    candidates.iter().copied().find(|f| spelled(name, f))
 }
 
 #[cfg(test)]
