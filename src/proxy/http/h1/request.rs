@@ -67,6 +67,19 @@ enum Field {
     Handoff,
 }
 
+/// Whether the field name `name` is `lower` (lowercase letters and `-`) in any case. A byte
+/// `b` passes for `lower`'s `c` when `b | 0x20 == c`: for a letter that is the letter or its
+/// capital, for `-` also CR, which httparse never lets into a field name. Without an early
+/// exit the loop is a few instructions; `eq_ignore_ascii_case` spends ~18 a byte.
+pub fn spelled(name: &[u8], lower: &[u8]) -> bool {
+    name.len() == lower.len()
+        && name
+            .iter()
+            .zip(lower)
+            .fold(0, |differ, (b, c)| differ | ((b | 0x20) ^ c))
+            == 0
+}
+
 fn field(name: &str) -> Field {
     // Most fields are none of these: their length rules them out before any comparison.
     let known = match name.len() {
@@ -81,7 +94,10 @@ fn field(name: &str) -> Field {
         7 => &["upgrade", "trailer"][..],
         _ => &[][..],
     };
-    let Some(&which) = known.iter().find(|k| k.eq_ignore_ascii_case(name)) else {
+    let Some(&which) = known
+        .iter()
+        .find(|k| spelled(name.as_bytes(), k.as_bytes()))
+    else {
         return Field::Forward;
     };
     match which {

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 use super::super::MAX_HEADERS;
-use super::request::{parse_length, push_decimal};
+use super::request::{parse_length, push_decimal, spelled};
 
 /// How the body after a response head ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,18 +90,18 @@ pub fn parse(buf: &[u8], head_request: bool, fields: Fields) -> Result<Parsed, I
     for h in res.headers.iter() {
         if !matches!(h.name.len(), 10 | 14 | 17) {
             // Not one of the three below: most fields are ruled out by their length.
-        } else if h.name.eq_ignore_ascii_case("content-length") {
+        } else if spelled(h.name.as_bytes(), b"content-length") {
             let n = parse_length(h.value.trim_ascii()).ok_or("invalid content-length")?;
             if length.is_some_and(|l| l != n) {
                 return Err("two different content-lengths");
             }
             length = Some(n);
-        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+        } else if spelled(h.name.as_bytes(), b"transfer-encoding") {
             if chunked || !h.value.trim_ascii().eq_ignore_ascii_case(b"chunked") {
                 return Err("transfer-encoding other than chunked");
             }
             chunked = true;
-        } else if h.name.eq_ignore_ascii_case("connection") {
+        } else if spelled(h.name.as_bytes(), b"connection") {
             for token in h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
                 if token.eq_ignore_ascii_case(b"close") {
                     keep_alive = false;
@@ -129,7 +129,7 @@ pub fn parse(buf: &[u8], head_request: bool, fields: Fields) -> Result<Parsed, I
     let connection: Vec<&[u8]> = if listed {
         res.headers
             .iter()
-            .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+            .filter(|h| spelled(h.name.as_bytes(), b"connection"))
             .flat_map(|h| h.value.split(|&b| b == b','))
             .map(<[u8]>::trim_ascii)
             .collect()
@@ -234,19 +234,6 @@ fn common_name(name: &[u8]) -> Option<HeaderName> {
         _ => return None,
     };
     spelled(name, candidate.as_str().as_bytes()).then_some(candidate)
-}
-
-/// Whether the field name `name` is `lower` (lowercase letters and `-`) in any case. A byte
-/// `b` passes for `lower`'s `c` when `b | 0x20 == c`: for a letter that is the letter or its
-/// capital, for `-` also CR, which httparse never lets into a field name. Without an early
-/// exit the loop is a few instructions; `eq_ignore_ascii_case` spends ~18 a byte.
-fn spelled(name: &[u8], lower: &[u8]) -> bool {
-    name.len() == lower.len()
-        && name
-            .iter()
-            .zip(lower)
-            .fold(0, |differ, (b, c)| differ | ((b | 0x20) ^ c))
-            == 0
 }
 
 /// The RFC 9110 §7.6.1 field `name` is, if it concerns one connection only.
