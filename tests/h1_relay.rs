@@ -713,3 +713,28 @@ async fn a_chunked_stream_is_passed_on_as_it_comes() {
     })
     .await;
 }
+
+/// A target that closes inside a short `Content-Length` body: what it sent still reaches the
+/// client, head first, before corral ends the connection. Waiting to send a short body with
+/// its head must not lose the head when the rest never comes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_body_cut_by_the_target_still_reaches_the_client() {
+    bounded(async {
+        let (backend, port, _rt) = setup().await;
+        backend.reset(vec![Reply::RawClose(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Kind: cut\r\n\r\nhel",
+        )]);
+        let mut conn = Conn::connect(port).await;
+        conn.send(&get("/cut")).await;
+        assert!(
+            conn.ends_within(WAIT).await,
+            "a cut body, and the connection stays open"
+        );
+        let got = String::from_utf8_lossy(conn.rest()).into_owned();
+        assert!(
+            got.starts_with("HTTP/1.1 200") && got.ends_with("\r\n\r\nhel"),
+            "the client got {got:?}"
+        );
+    })
+    .await;
+}

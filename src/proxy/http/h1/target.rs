@@ -131,10 +131,15 @@ pub async fn body<IO: ClientIo>(
             pending.clear();
         }
         buf.reserve(TARGET_READ);
-        if target.read_buf(buf).await? == 0 {
-            end.closed()?;
+        let read = target.read_buf(buf).await;
+        if !matches!(read, Ok(n) if n > 0) {
+            // The target is done or gone: what it sent goes out before the verdict, as it
+            // would have without the wait for a short body (a client that got the head
+            // knows its request was answered, if not whole).
             io.write_all(&pending).await?;
             io.flush().await?;
+            read?;
+            end.closed()?;
             return Ok(false);
         }
         done = take(&mut end, buf, &mut pending)?;
